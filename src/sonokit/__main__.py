@@ -1,0 +1,3 @@
+from sonokit.cli.main import main
+
+main()

@@ -1,0 +1,77 @@
+"""Entry point of the `sonokit` command: builds the typer app and turns sonokit errors into one-line messages.
+
+Command modules import heavy libraries (torch, pydicom, cv2) inside their functions so that `sonokit --help`
+and light commands start fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from sonokit import __version__
+from sonokit.errors import SonokitError
+from sonokit.utils.logs import set_quiet
+
+app = typer.Typer(
+    name="sonokit",
+    help="Deep learning on medical ultrasound: scanner files to trained, evaluated, explainable models.\n\n"
+    "Research software, not for clinical use.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sonokit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    set_quiet(quiet)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _register() -> None:
+    """Attach every command module. The order here is the order in `sonokit --help`."""
+    from sonokit.cli import ingest
+
+    ingest.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry: run the app; a SonokitError becomes `error: ...` on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except SonokitError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as err:  # click's usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

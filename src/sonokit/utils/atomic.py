@@ -1,0 +1,66 @@
+"""Write files so that a killed process never leaves a half-written result behind.
+
+Everything is written to a temporary file in the same folder and renamed into place (rename is atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it to `path` only if the block finishes without error.
+
+    The temporary name keeps the final suffix (or `suffix`) because some writers (OpenCV, matplotlib) pick the
+    format from the extension.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_csv(df: Any, path: str | Path, **kwargs: Any) -> Path:
+    """Write a pandas DataFrame to CSV atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, **kwargs)
+    return Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, Paths: the usual things that json cannot serialise
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")

@@ -1,0 +1,40 @@
+"""Fixtures shared by the whole suite. Real data lives in ../shared; tests that need it skip when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SONOKIT_SHARED", ROOT.parent / "shared"))
+
+os.environ.setdefault("SONOKIT_NO_PROGRESS", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Two xdist workers on two cores: one torch thread each avoids oversubscription.
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def hc18_dir() -> Path:
+    """The real HC18 fetal head subset; the test skips (with the reason) when ../shared is not beside the repo."""
+    path = SHARED / "data" / "hc18"
+    if not (path / "images").is_dir():
+        pytest.skip(f"real HC18 data not found at {path} (../shared is absent)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ybr_dicom() -> Path:
+    """The real 30-frame four-chamber echo cine (JPEG Baseline YBR_FULL_422) shipped inside the pydicom wheel."""
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("examples_ybr_color.dcm"))
