@@ -1,0 +1,58 @@
+"""`sonokit ef ...`: ejection-fraction commands (Simpson's method from tracings; model predictions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+ef_app = typer.Typer(
+    help="Ejection fraction: Simpson's method from EchoNet tracings, model predictions.",
+    no_args_is_help=True,
+)
+
+_MAX_LISTED = 10
+
+
+@ef_app.command("simpson")
+def simpson(
+    data_dir: Path = typer.Argument(..., help="EchoNet-Dynamic folder (FileList.csv, VolumeTracings.csv)."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV to write (one row per video)."),
+    thresholds: str = typer.Option(
+        "default", "--thresholds", help="EF class cut-offs: default, aha2022 or bse."
+    ),
+) -> None:
+    """EF/EDV/ESV per video from the expert tracings, with the difference to FileList's EF."""
+    from sonokit.clinical import get_thresholds
+    from sonokit.data.echonet import TRACINGS, read_echonet
+    from sonokit.data.echonet_simpson import simpson_summary, simpson_table
+    from sonokit.errors import InputError
+    from sonokit.utils import write_csv
+
+    get_thresholds(thresholds)  # an unknown preset fails before any reading
+    index = read_echonet(data_dir)
+    if not index.tracings:
+        raise InputError(f"{TRACINGS} not found or empty: Simpson's method needs the tracings", data_dir)
+    table, problems = simpson_table(index, thresholds)
+    summary = simpson_summary(table)
+    if summary["n"] == 0:
+        raise InputError(
+            f"no video has usable tracings (2 frames x 21 lines); {len(problems)} checked", data_dir
+        )
+    write_csv(table, out)
+    for name, problem in problems.items():
+        typer.echo(f"warning: {name}: {problem}", err=True)
+    typer.echo(
+        f"{summary['n']} videos: mean |EF_diff| {summary['mean_abs_ef_diff']:.2f} "
+        f"(max {summary['max_abs_ef_diff']:.2f}, {summary['n_compared']} with FileList EF) -> {out}"
+    )
+    if problems:
+        names = list(problems)
+        more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+        typer.echo(
+            f"{len(names)} without usable tracings (rows kept with NaN): {', '.join(names[:_MAX_LISTED])}{more}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ef_app, name="ef")

@@ -1,0 +1,1 @@
+"""Echo LVEF: video EF networks, LV area curves, ED/ES detection, per-beat EF and single-study prediction."""

@@ -1,0 +1,68 @@
+"""ED/ES frames and per-beat EF from an LV size curve (area or volume per frame).
+
+End-diastole is the largest LV in a beat and end-systole the smallest, so ED/ES are the peaks and troughs of the
+curve. A beat is an ED peak followed by the deepest trough before the next peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+from scipy.signal import find_peaks
+
+from sonokit.errors import InputError
+
+
+@dataclass(frozen=True)
+class Beat:
+    ed: int  # frame index of end-diastole
+    es: int  # frame index of end-systole
+
+    def ef(self, size: np.ndarray) -> float:
+        """EF (%) of this beat from a volume curve (from an area curve this is the fractional area change)."""
+        return float((size[self.ed] - size[self.es]) / size[self.ed] * 100.0)
+
+
+def find_beats(
+    size: np.ndarray,
+    fps: float | None = None,
+    min_beat_s: float = 0.33,
+    min_prominence: float = 0.08,
+) -> list[Beat]:
+    """Beats of a cine from its LV size curve.
+
+    `min_beat_s` bounds the heart rate (0.33 s = 180 bpm); `min_prominence` is a fraction of the curve's range,
+    which keeps speckle jitter from counting as a beat. Without fps, 50 fps (EchoNet) is assumed.
+    """
+    size = np.asarray(size, dtype=np.float64)
+    if size.ndim != 1 or len(size) < 3:
+        raise InputError(f"an LV size curve needs at least 3 frames, got shape {size.shape}")
+    if not np.all(np.isfinite(size)):
+        raise InputError("the LV size curve contains NaN or infinite values")
+    span = float(size.max() - size.min())
+    if span <= 0:
+        return []
+    smooth = uniform_filter1d(size, size=3, mode="nearest")
+    distance = max(1, int(round(min_beat_s * (fps or 50.0))))
+    prominence = min_prominence * span
+    peaks, _ = find_peaks(np.pad(smooth, 1, mode="minimum"), distance=distance, prominence=prominence)
+    peaks = peaks - 1
+    troughs, _ = find_peaks(np.pad(-smooth, 1, mode="minimum"), distance=distance, prominence=prominence)
+    troughs = troughs - 1
+    beats: list[Beat] = []
+    for i, ed in enumerate(peaks):
+        end = peaks[i + 1] if i + 1 < len(peaks) else len(size)
+        inside = troughs[(troughs > ed) & (troughs < end)]
+        if len(inside) == 0:
+            continue
+        es = int(inside[np.argmin(smooth[inside])])
+        beats.append(Beat(ed=int(ed), es=es))
+    return beats
+
+
+def beat_efs(volume: np.ndarray, beats: list[Beat]) -> np.ndarray:
+    """EF per beat from a volume curve."""
+    volume = np.asarray(volume, dtype=np.float64)
+    return np.array([b.ef(volume) for b in beats], dtype=np.float64)

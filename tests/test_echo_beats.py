@@ -1,0 +1,38 @@
+"""ED/ES detection on LV size curves with known beats."""
+
+import numpy as np
+import pytest
+
+from sonokit.echo.beats import beat_efs, find_beats
+from sonokit.errors import InputError
+
+
+def _volume_curve(fps: float, bpm: float, n: int, edv: float, esv: float, noise: float, seed: int) -> np.ndarray:
+    t = np.arange(n) / fps
+    phase = 0.5 - 0.5 * np.cos(2 * np.pi * bpm / 60 * t)  # 0 at ED, 1 at ES
+    rng = np.random.default_rng(seed)
+    return edv - (edv - esv) * phase + rng.normal(0, noise, n)
+
+
+@pytest.mark.parametrize("bpm,fps", [(60, 50), (90, 30), (120, 50)])
+def test_beats_found_at_the_true_ed_and_es(bpm: float, fps: float) -> None:
+    n = int(4 * fps)
+    volume = _volume_curve(fps, bpm, n, edv=120, esv=60, noise=0.5, seed=1)
+    beats = find_beats(volume, fps=fps)
+    period = fps * 60 / bpm
+    expected_beats = int(np.floor((n - 1 - period / 2) / period)) + 1
+    assert len(beats) == expected_beats
+    for beat in beats:
+        # ED at multiples of the period, ES half a period later (within 2 frames)
+        assert min(abs(beat.ed - k * period) for k in range(10)) <= 2
+        assert abs((beat.es - beat.ed) - period / 2) <= 2
+    efs = beat_efs(volume, beats)
+    assert np.allclose(efs, 50.0, atol=2.5)
+
+
+def test_flat_curve_has_no_beats_and_bad_curves_fail() -> None:
+    assert find_beats(np.full(50, 3.0), fps=50) == []
+    with pytest.raises(InputError):
+        find_beats(np.array([1.0, np.nan, 2.0, 3.0]), fps=50)
+    with pytest.raises(InputError):
+        find_beats(np.array([1.0, 2.0]), fps=50)
