@@ -26,6 +26,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; a result file should have the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)

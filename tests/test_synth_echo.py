@@ -1,0 +1,157 @@
+"""The simulated EchoNet-Dynamic folder: formats, ground truth against the pixels, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from sonokit.clinical import ejection_fraction, rasterize_tracing, volume_from_tracing
+from sonokit.errors import InputError
+from sonokit.synth import make_echo_dataset, montage, sample_echo_case
+
+SEED = 7
+N = 4  # indices 0-3 cover TRAIN, VAL and TEST
+
+
+def read_video(path: Path) -> np.ndarray:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return np.asarray(frames)
+
+
+def tracings(root: Path) -> dict[str, dict[int, np.ndarray]]:
+    table = pd.read_csv(root / "VolumeTracings.csv")
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for (name, frame), rows in table.groupby(["FileName", "Frame"], sort=False):
+        out.setdefault(name, {})[int(frame)] = rows[["X1", "Y1", "X2", "Y2"]].to_numpy(dtype=float)
+    return out
+
+
+@pytest.fixture(scope="module")
+def echo_dir(tmp_path_factory) -> Path:
+    return make_echo_dataset(tmp_path_factory.mktemp("echo") / "EchoNet", n=N, seed=SEED)
+
+
+def test_filelist_format(echo_dir):
+    fl = pd.read_csv(echo_dir / "FileList.csv")
+    assert list(fl.columns) == [
+        "FileName",
+        "EF",
+        "ESV",
+        "EDV",
+        "FrameHeight",
+        "FrameWidth",
+        "FPS",
+        "NumberOfFrames",
+        "Split",
+    ]
+    assert len(fl) == N
+    assert set(fl["Split"]) <= {"TRAIN", "VAL", "TEST"} and {"TRAIN", "VAL", "TEST"} <= set(fl["Split"])
+    assert (fl["FrameHeight"] == 112).all() and (fl["FrameWidth"] == 112).all()
+    meta = pd.read_csv(echo_dir / "synth_meta.csv")
+    for _, row in fl.iterrows():
+        video = read_video(echo_dir / "Videos" / f"{row['FileName']}.avi")
+        assert video.shape[1:] == (112, 112, 3)
+        assert len(video) == row["NumberOfFrames"] >= 64
+        hr = float(meta.loc[meta["FileName"] == row["FileName"], "hr_bpm"].iloc[0])
+        assert row["NumberOfFrames"] / row["FPS"] * hr / 60 >= 2.0  # at least two beats
+        assert row["EDV"] > row["ESV"] > 0
+
+
+def test_tracings_give_filelist_ef_and_volumes(echo_dir):
+    fl = pd.read_csv(echo_dir / "FileList.csv").set_index("FileName")
+    meta = pd.read_csv(echo_dir / "synth_meta.csv").set_index("FileName")
+    traces = tracings(echo_dir)
+    assert len(traces) == N
+    for name, frames in traces.items():
+        stem = name.removesuffix(".avi")
+        assert len(frames) == 2 and all(t.shape == (21, 4) for t in frames.values())
+        es_frame, ed_frame = list(frames)  # EchoNet order: small (ES) first, large (ED) last
+        v_ed = volume_from_tracing(frames[ed_frame])
+        v_es = volume_from_tracing(frames[es_frame])
+        assert v_ed > v_es
+        assert ejection_fraction(v_ed, v_es) == pytest.approx(fl.loc[stem, "EF"], abs=0.5)
+        assert ejection_fraction(v_ed, v_es) == pytest.approx(fl.loc[stem, "EF"], abs=1e-3)
+        spacing = meta.loc[stem, "mm_per_px"]
+        assert volume_from_tracing(frames[ed_frame], spacing) == pytest.approx(fl.loc[stem, "EDV"], rel=1e-4)
+        assert 20 < fl.loc[stem, "EDV"] < 400  # mL, plausible human ventricles
+        # the long axis is about perpendicular to the chords
+        t = frames[ed_frame]
+        axis = t[0, 2:] - t[0, :2]
+        chords = t[1:, 2:] - t[1:, :2]
+        cos = np.abs(chords @ axis) / (np.linalg.norm(chords, axis=1) * np.linalg.norm(axis))
+        assert cos.max() < 1e-3
+
+
+def test_cavity_is_dark_inside_the_traced_contour(echo_dir):
+    ratios = []
+    for name, frames in tracings(echo_dir).items():
+        video = read_video(echo_dir / "Videos" / name)[..., 0].astype(float)
+        ed_frame = max(frames, key=lambda f: volume_from_tracing(frames[f]))
+        img = video[ed_frame]
+        inside = rasterize_tracing(frames[ed_frame], img.shape)
+        assert inside.sum() > 200
+        ring = ndimage.binary_dilation(inside, iterations=5) & ~ndimage.binary_dilation(inside, iterations=1)
+        ratio = img[inside].mean() / img[ring].mean()
+        ratios.append(ratio)
+        assert ratio < 0.65, f"{name}: cavity/myocardium intensity ratio {ratio:.2f}"
+    assert np.mean(ratios) < 0.5
+
+
+def test_ef_distribution_spans_10_to_80():
+    cases = [sample_echo_case(0, i) for i in range(300)]
+    efs = np.array([c.ef_target for c in cases])
+    assert efs.min() < 15 and efs.max() > 75
+    assert efs.min() >= 10 and efs.max() <= 80
+    assert 0.1 < np.mean(efs < 40) < 0.5  # reduced hearts are common enough to learn
+    tilts = np.array([abs(c.tilt_deg) for c in cases])
+    assert np.mean(tilts > 10) > 0.15  # some LV axes are clearly tilted
+    assert len({round(c.fps) for c in cases}) > 10 and len({round(c.hr_bpm) for c in cases}) > 30
+
+
+def test_same_seed_same_files_prefix_and_other_seed_differs(echo_dir, tmp_path):
+    again = make_echo_dataset(tmp_path / "again", n=1, seed=SEED)
+    fl_all = pd.read_csv(echo_dir / "FileList.csv")
+    fl_one = pd.read_csv(again / "FileList.csv")
+    pd.testing.assert_frame_equal(fl_all.head(1), fl_one)
+    assert (again / "VolumeTracings.csv").read_text().splitlines() == (
+        echo_dir / "VolumeTracings.csv"
+    ).read_text().splitlines()[:43]
+    for name in fl_one["FileName"]:
+        a = read_video(echo_dir / "Videos" / f"{name}.avi")
+        b = read_video(again / "Videos" / f"{name}.avi")
+        assert np.array_equal(a, b)
+    other = make_echo_dataset(tmp_path / "other", n=1, seed=SEED + 1)
+    a = read_video(echo_dir / "Videos" / "echo_00000.avi")
+    b = read_video(other / "Videos" / "echo_00000.avi")
+    assert a.shape != b.shape or not np.array_equal(a, b)
+    assert pd.read_csv(other / "FileList.csv")["EF"].iloc[0] != fl_all["EF"].iloc[0]
+
+
+def test_refuses_non_empty_output_and_leaves_nothing_behind(echo_dir):
+    before = sorted(p.name for p in echo_dir.parent.iterdir())
+    with pytest.raises(InputError, match="not empty"):
+        make_echo_dataset(echo_dir, n=1, seed=0)
+    with pytest.raises(InputError):
+        make_echo_dataset(echo_dir.parent / "x", n=0)
+    assert sorted(p.name for p in echo_dir.parent.iterdir()) == before
+
+
+def test_montage_of_echo_folder(echo_dir, tmp_path):
+    out = montage(echo_dir, tmp_path / "m.png", n=3, cols=3)
+    img = cv2.imread(str(out))
+    assert img.shape[0] > 200 and img.shape[1] > 3 * 2 * 224
+    # the green contour is drawn
+    green = (img[..., 1] > 200) & (img[..., 0] < 80) & (img[..., 2] < 80)
+    assert green.sum() > 100
