@@ -1,0 +1,160 @@
+"""Training augmentation on torchvision transforms v2, seeded per sample.
+
+v2 moves boxes (tv_tensors.BoundingBoxes), keypoints (tv_tensors.KeyPoints) and masks (tv_tensors.Mask) with the
+image, so the geometry of labels is never re-derived by hand. v2 draws its random numbers from torch's global
+generator; `SeededTransform` runs a transform inside `torch.random.fork_rng` with a seed derived from
+(seed, index, epoch), so one sample's augmentation is the same whichever worker, batch order or process draws it,
+and the caller's global RNG is left untouched.
+
+Inputs are images in [0, 1] (float) or uint8, before intensity normalisation (gamma needs non-negative values).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+
+@dataclass
+class AugmentConfig:
+    """Each augmentation is switched off by setting it to 0 / None / (1, 1) / False.
+
+    hflip stays False by default: mirroring swaps left and right heart chambers in an echo view, so only tasks
+    where laterality carries no meaning (lung, image quality) should turn it on.
+    """
+
+    rotation_deg: float = 10.0
+    translate: float = 0.1
+    zoom: tuple[float, float] | None = (0.9, 1.1)
+    gamma: tuple[float, float] | None = (0.8, 1.2)
+    brightness: float = 0.1
+    contrast: float = 0.1
+    blur_sigma: tuple[float, float] | None = (0.1, 1.0)
+    blur_p: float = 0.2
+    hflip: bool = False
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; keep tuples so configs compare and hash the same way.
+        for name in ("zoom", "gamma", "blur_sigma"):
+            value = getattr(self, name)
+            if value is not None:
+                lo, hi = (float(v) for v in value)
+                if not 0 < lo <= hi:
+                    raise ValueError(f"augment {name} must be a range 0 < low <= high, got {value}")
+                setattr(self, name, (lo, hi))
+        for name in ("rotation_deg", "translate", "brightness", "contrast", "blur_p"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augment {name} must be >= 0, got {getattr(self, name)}")
+        if self.translate > 1 or self.blur_p > 1:
+            raise ValueError("augment translate and blur_p must be <= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RandomGamma(v2.Transform):
+    """Gamma correction with gamma drawn uniformly from a range; images only (boxes, masks pass through)."""
+
+    def __init__(self, gamma: Sequence[float]) -> None:
+        super().__init__()
+        self.gamma = (float(gamma[0]), float(gamma[1]))
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        lo, hi = self.gamma
+        return {"gamma": float(torch.empty(()).uniform_(lo, hi))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(F.adjust_gamma, inpt, gamma=params["gamma"])
+
+
+def derive_seed(seed: int, index: int = 0, epoch: int = 0) -> int:
+    """A well-mixed 63-bit seed for sample `index` in `epoch` (numpy's SeedSequence hashing)."""
+    state = np.random.SeedSequence([abs(int(seed)), abs(int(index)), abs(int(epoch))]).generate_state(
+        1, np.uint64
+    )
+    return int(state[0] >> np.uint64(1))
+
+
+class SeededTransform:
+    """Wrap a v2 transform so that a seed (or a torch.Generator) fixes its random draws.
+
+    `t(image, boxes, seed=derive_seed(run_seed, index, epoch))` gives the same output for the same seed.
+    Without seed or generator the transform uses torch's global RNG, as plain v2 would.
+    """
+
+    def __init__(self, transform: Callable[..., Any]) -> None:
+        self.transform = transform
+
+    def __call__(
+        self, *inputs: Any, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> Any:
+        if seed is None and generator is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        if seed is None:
+            return self.transform(*inputs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return self.transform(*inputs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform!r})"
+
+
+class Augment(SeededTransform):
+    """The training augmentation built from an AugmentConfig (keeps the config for the run folder)."""
+
+    def __init__(self, cfg: AugmentConfig, transform: Callable[..., Any]) -> None:
+        super().__init__(transform)
+        self.cfg = cfg
+
+
+def _blur_kernel(sigma_max: float) -> int:
+    return 2 * math.ceil(3 * sigma_max) + 1
+
+
+def build_transform(cfg: AugmentConfig) -> v2.Transform:
+    """The unseeded v2 pipeline: geometry first (labels move with it), then intensity (image only)."""
+    if not cfg.enabled:
+        return v2.Identity()
+    steps: list[v2.Transform] = []
+    zoom = cfg.zoom if cfg.zoom and cfg.zoom != (1.0, 1.0) else None
+    if cfg.rotation_deg or cfg.translate or zoom:
+        steps.append(
+            v2.RandomAffine(
+                degrees=cfg.rotation_deg,
+                translate=(cfg.translate, cfg.translate) if cfg.translate else None,
+                scale=zoom,
+                interpolation=v2.InterpolationMode.BILINEAR,  # masks still move with nearest-neighbour
+            )
+        )
+    if cfg.hflip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    if cfg.gamma and cfg.gamma != (1.0, 1.0):
+        steps.append(RandomGamma(cfg.gamma))
+    if cfg.brightness or cfg.contrast:
+        steps.append(v2.ColorJitter(brightness=cfg.brightness or None, contrast=cfg.contrast or None))
+    if cfg.blur_sigma and cfg.blur_p > 0:
+        blur = v2.GaussianBlur(kernel_size=_blur_kernel(cfg.blur_sigma[1]), sigma=cfg.blur_sigma)
+        steps.append(v2.RandomApply([blur], p=cfg.blur_p))
+    if not steps:
+        return v2.Identity()
+    steps.append(v2.ClampBoundingBoxes())
+    return v2.Compose(steps)
+
+
+def build_augment(cfg: AugmentConfig | None = None) -> Augment:
+    """Seeded training augmentation: `aug(image, seed=...)`, `aug(image, boxes, generator=g)`, ...
+
+    Accepts a (C, H, W) tensor or a (T, C, H, W) tv_tensors.Video, alone or with BoundingBoxes, KeyPoints and
+    Mask; returns the same structure transformed with one set of random parameters.
+    """
+    cfg = cfg or AugmentConfig()
+    return Augment(cfg, build_transform(cfg))
