@@ -1,9 +1,131 @@
-"""Commands that touch scanner files: info, convert, anonymize."""
+"""Commands that touch scanner files: info, convert, anonymize.
+
+Per-file problems print one `error: <file>: <reason>` line each and the other files are still processed; the
+exit code is then 1. Problems that stop the whole command (no input found) exit with 2 via main().
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import typer
 
 
+def _report_errors(errors: list[tuple[Path, str]]) -> None:
+    for _, message in errors:
+        typer.echo(f"error: {message}", err=True)
+
+
+def _fail_if(errors: list[tuple[Path, str]]) -> None:
+    # SystemExit, not typer.Exit: main() runs the app with standalone_mode=False, where click turns typer.Exit
+    # into a return value and the exit code would be lost.
+    if errors:
+        raise SystemExit(1)
+
+
+def _fmt_spacing(info: dict[str, Any]) -> str:
+    spacing = info.get("spacing_mm")
+    if spacing:
+        return f"{spacing[0]:.4f} x {spacing[1]:.4f} mm (dy x dx, from {info.get('spacing_source')})"
+    return f"unknown ({info['spacing_note']})" if info.get("spacing_note") else "unknown"
+
+
+def _fmt_block(info: dict[str, Any]) -> str:
+    fps = (
+        f"{info['fps']:.2f} (from {info.get('fps_source') or 'container'})" if info.get("fps") else "unknown"
+    )
+    device = " ".join(x for x in (info.get("manufacturer"), info.get("model")) if x)
+    kind = (
+        info["format"]
+        + (f", {info['modality']}" if info.get("modality") else "")
+        + (f", {device}" if device else "")
+    )
+    lines = [
+        str(info["path"]),
+        f"  format        {kind}",
+        f"  frames        {info['frames']}",
+        f"  size          {info['width']} x {info['height']} px, {info['channels']} channel(s)",
+        f"  fps           {fps}",
+        f"  spacing       {_fmt_spacing(info)}",
+        f"  photometric   {info.get('photometric_interpretation') or '-'}",
+        f"  transfer      {info.get('transfer_syntax') or info.get('codec') or '-'}",
+        f"  burned-in     {info.get('burned_in_annotation') or 'not stated'}",
+    ]
+    return "\n".join(lines)
+
+
+def info(
+    files: list[Path] = typer.Argument(
+        ..., help="DICOM, video or image files, or folders (searched recursively)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of text blocks."),
+) -> None:
+    """Describe files: frames, size, channels, fps, pixel spacing, photometric interpretation, transfer syntax,
+    burned-in annotation flag. Never prints patient identifiers."""
+    from sonokit.io.batch import run_batch
+    from sonokit.io.describe import describe
+    from sonokit.io.formats import find_inputs
+
+    result = run_batch(find_inputs(files), describe, lambda p: p, desc="info")
+    infos = [item for _, item in result.results]
+    if as_json:
+        records = infos + [{"path": str(path), "error": message} for path, message in result.errors]
+        typer.echo(json.dumps(records, indent=2, default=str))
+    else:
+        typer.echo("\n\n".join(_fmt_block(item) for item in infos))
+    _report_errors(result.errors)
+    _fail_if(result.errors)
+
+
+def convert(
+    sources: list[Path] = typer.Argument(..., help="DICOM cines or videos, or folders of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: Videos/<name>.avi and FileList.csv."),
+    size: int = typer.Option(112, "--size", min=16, help="Output width and height in pixels (square)."),
+    fps: float | None = typer.Option(
+        None, "--fps", min=1.0, help="Resample in time to this frame rate (default: keep the source rate)."
+    ),
+) -> None:
+    """Convert cines to an EchoNet-Dynamic style folder: sector-masked, cropped, square, 3-channel MJPG AVIs."""
+    from sonokit.io.convert import convert_files
+    from sonokit.io.formats import find_inputs
+
+    result = convert_files(find_inputs(sources, kinds=("dicom", "video")), out, size=size, fps=fps)
+    _report_errors(result.errors)
+    typer.echo(
+        f"converted {len(result.results)} of {len(result.results) + len(result.errors)} file(s) into {out}"
+    )
+    _fail_if(result.errors)
+
+
+def anonymize(
+    sources: list[Path] = typer.Argument(..., help="DICOM files or folders of them."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder (same relative file names as the input)."
+    ),
+    no_pixels: bool = typer.Option(
+        False,
+        "--no-pixels",
+        help="Header only: keep the pixels (burned-in text stays; BurnedInAnnotation kept).",
+    ),
+    uid_salt: str | None = typer.Option(
+        None, "--uid-salt", help="Secret salt for UID replacement, to keep new UIDs stable across runs."
+    ),
+) -> None:
+    """De-identify DICOM files (PS3.15 basic profile; pixels outside the ultrasound sector set to 0)."""
+    from sonokit.io.deid import anonymize_paths
+
+    result = anonymize_paths(sources, out, mask_pixels=not no_pixels, uid_salt=uid_salt)
+    _report_errors(result.errors)
+    typer.echo(
+        f"anonymized {len(result.results)} of {len(result.results) + len(result.errors)} file(s) into {out}"
+    )
+    _fail_if(result.errors)
+
+
 def register(app: typer.Typer) -> None:
-    """Attach the ingest commands to the root app (filled in by the ingest work)."""
+    """Attach the ingest commands to the root app."""
+    app.command("info")(info)
+    app.command("convert")(convert)
+    app.command("anonymize")(anonymize)

@@ -47,6 +47,24 @@ def _register() -> None:
     from sonokit.cli import ingest
 
     ingest.register(app)
+    from sonokit.cli import synth as synth_cli
+
+    synth_cli.register(app)
+    from sonokit.cli import models as models_cli
+
+    models_cli.register(app)
+    from sonokit.cli import engine as engine_cli
+
+    engine_cli.register(app)
+    from sonokit.cli import uncertainty as uncertainty_cli
+
+    uncertainty_cli.register(app)
+    from sonokit.cli import ef
+
+    ef.register(app)
+    from sonokit.cli import quality as quality_cli
+
+    quality_cli.register(app)
 
 
 _register()
@@ -55,7 +73,9 @@ _register()
 def main() -> None:
     """Console-script entry: run the app; a SonokitError becomes `error: ...` on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False makes click return (not raise) the code of `raise typer.Exit(code)`
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except SonokitError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -64,10 +84,9 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as err:  # click's usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(err, click.ClickException):
+    except Exception as err:  # usage errors arrive here in standalone_mode=False (typer vendors click,
+        # so match the ClickException interface rather than a class)
+        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
             err.show()
             sys.exit(err.exit_code)
         raise

@@ -1,0 +1,122 @@
+"""Convert DICOM cines and videos into an EchoNet-Dynamic style folder: `Videos/<stem>.avi` + `FileList.csv`.
+
+Each cine is masked to its ultrasound sector, cropped, padded to a square and resized by
+`sonokit.preprocess.preprocess_cine`, then written as a 3-channel MJPG AVI (what EchoNet-Dynamic ships).
+
+Frame rate: by default the source rate is kept (EchoNet's own videos vary around 50 fps and its loaders read
+the FPS column). With `fps`, frames are resampled in time by nearest neighbour (no blending, so no ghost
+frames): output frame k shows the source frame nearest to time k / fps. A source without a frame rate is
+written at `fps` or, failing that, at DEFAULT_FPS, with a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sonokit.errors import InputError
+from sonokit.io.batch import BatchResult, run_batch
+from sonokit.utils.logs import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_FPS = 50.0
+FILELIST_COLUMNS = ["FileName", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames"]
+
+
+def resample_indices(n_frames: int, fps_in: float, fps_out: float) -> np.ndarray:
+    """Source frame index for each output frame when `n_frames` at `fps_in` are shown at `fps_out`."""
+    if n_frames <= 0 or fps_in <= 0 or fps_out <= 0:
+        raise ValueError("frame count and rates must be positive")
+    n_out = max(1, int(round(n_frames * fps_out / fps_in)))
+    return np.minimum(np.rint(np.arange(n_out) * fps_in / fps_out).astype(int), n_frames - 1)
+
+
+def convert_cine(
+    src: str | Path, out_dir: str | Path, size: int = 112, fps: float | None = None
+) -> dict[str, Any]:
+    """Convert one file to `<out_dir>/Videos/<stem>.avi`; return its FileList.csv row."""
+    from sonokit.io.cine import open_cine
+    from sonokit.io.writers import write_video
+    from sonokit.preprocess import preprocess_cine
+
+    src, out_dir = Path(src), Path(out_dir)
+    with open_cine(src) as cine:
+        if cine.n_frames < 2:
+            raise InputError("a single frame is not a cine; nothing to convert to video", src)
+        if fps and cine.fps:
+            frames = np.stack(list(cine.iter_frames(resample_indices(cine.n_frames, cine.fps, fps).tolist())))
+        else:
+            frames = cine.read()
+        out_fps = float(fps or cine.fps or DEFAULT_FPS)
+        if not cine.fps:
+            log.warning("%s: frame rate unknown; writing at %.1f fps without resampling", src.name, out_fps)
+    try:
+        out, _geometry, _transform = preprocess_cine(frames, size)
+    except InputError as err:
+        if err.path is None:  # preprocessing does not know the file; the user needs its name
+            raise InputError(str(err), src) from err
+        raise
+    out = np.asarray(out)
+    if out.dtype != np.uint8:
+        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if out.ndim == 3:  # EchoNet videos have 3 channels even though echo is grayscale
+        out = np.repeat(out[..., None], 3, axis=-1)
+    write_video(out_dir / "Videos" / f"{src.stem}.avi", out, out_fps, codec="MJPG")
+    return {
+        "FileName": src.stem,
+        "FrameHeight": int(out.shape[1]),
+        "FrameWidth": int(out.shape[2]),
+        "FPS": round(out_fps, 3),
+        "NumberOfFrames": int(out.shape[0]),
+    }
+
+
+def update_filelist(out_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Merge rows into `<out_dir>/FileList.csv` (atomically): new rows replace old ones with the same FileName;
+    columns the file already had (EF, Split, ...) are kept."""
+    import pandas as pd
+
+    from sonokit.utils.atomic import write_csv
+
+    path = Path(out_dir) / "FileList.csv"
+    new = pd.DataFrame(rows, columns=FILELIST_COLUMNS)
+    if path.exists():
+        old = pd.read_csv(path)
+        if "FileName" not in old.columns:
+            raise InputError("existing FileList.csv has no FileName column; not merging into it", path)
+        old = old[~old["FileName"].astype(str).isin(set(new["FileName"].astype(str)))]
+        new = pd.concat([old, new], ignore_index=True)
+    new = new.sort_values("FileName", kind="stable").reset_index(drop=True)
+    return write_csv(new, path)
+
+
+def convert_files(
+    files: Iterable[str | Path], out_dir: str | Path, size: int = 112, fps: float | None = None
+) -> BatchResult:
+    """Convert every file (bad ones are collected as errors), then merge the rows into FileList.csv."""
+    out_dir = Path(out_dir)
+    claimed: dict[str, Path] = {}
+
+    def step(path: Path) -> dict[str, Any]:
+        other = claimed.get(path.stem)
+        if other is not None:
+            raise InputError(
+                f"output name Videos/{path.stem}.avi is already used by {other}; rename one", path
+            )
+        claimed[path.stem] = path
+        return convert_cine(path, out_dir, size=size, fps=fps)
+
+    result = BatchResult()
+    try:
+        # Videos already written into an output folder that sits inside an input folder are not inputs.
+        todo = [Path(f) for f in files if out_dir.resolve() not in Path(f).resolve().parents]
+        run_batch(todo, step, lambda p: p, desc="convert", out=result)
+    finally:  # rows of the videos already written are recorded even when the run is interrupted
+        rows = [row for _, row in result.results]
+        if rows:
+            update_filelist(out_dir, rows)
+    return result
