@@ -44,8 +44,9 @@ def _root(
 
 def _register() -> None:
     """Attach every command module. The order here is the order in `sonokit --help`."""
-    from sonokit.cli import ingest
+    from sonokit.cli import demo, ingest
 
+    demo.register(app)
     ingest.register(app)
     from sonokit.cli import synth as synth_cli
 
@@ -56,6 +57,9 @@ def _register() -> None:
     from sonokit.cli import engine as engine_cli
 
     engine_cli.register(app)
+    from sonokit.cli import export as export_cli
+
+    export_cli.register(app)
     from sonokit.cli import uncertainty as uncertainty_cli
 
     uncertainty_cli.register(app)
@@ -65,6 +69,9 @@ def _register() -> None:
     from sonokit.cli import quality as quality_cli
 
     quality_cli.register(app)
+    from sonokit.cli import av as av_cli
+
+    av_cli.register(app)
 
 
 _register()
