@@ -7,7 +7,9 @@ from sonokit.echo.beats import beat_efs, find_beats
 from sonokit.errors import InputError
 
 
-def _volume_curve(fps: float, bpm: float, n: int, edv: float, esv: float, noise: float, seed: int) -> np.ndarray:
+def _volume_curve(
+    fps: float, bpm: float, n: int, edv: float, esv: float, noise: float, seed: int
+) -> np.ndarray:
     t = np.arange(n) / fps
     phase = 0.5 - 0.5 * np.cos(2 * np.pi * bpm / 60 * t)  # 0 at ED, 1 at ES
     rng = np.random.default_rng(seed)

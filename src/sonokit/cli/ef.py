@@ -54,5 +54,54 @@ def simpson(
         )
 
 
+@ef_app.command("predict")
+def predict(
+    inputs: list[Path] = typer.Argument(
+        ..., help="Cines to measure: DICOM, AVI, MP4 files or folders of them."
+    ),
+    run: list[Path] = typer.Option(
+        ...,
+        "--run",
+        "-r",
+        help="Run folder of an ef, lv-seg or lv-trace model; repeat to combine them (each gets its own columns; "
+        "the first gives the `ef` column).",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV to write (one row per study)."),
+    overlay: Path | None = typer.Option(
+        None, "--overlay", help="Folder for review videos (WebM): LV contour and area curve with ED/ES."
+    ),
+    thresholds: str = typer.Option(
+        "default", "--thresholds", help="EF class cut-offs: default, aha2022 or bse."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Frames per batch (clips: half of it)."),
+) -> None:
+    """EF, EDV/ESV, heart-function class, ED/ES frames and EF per beat of each cine (no label files needed).
+
+    Cines are sector-cropped and resized inside; volumes are in mL when the file gives its pixel spacing.
+
+    A file that cannot be read gets one `error:` line and an error row, the others are still measured, and the
+    exit code is 1.
+    """
+    from sonokit.echo.predict import predict_to_csv
+
+    written, table, errors = predict_to_csv(
+        list(run),
+        list(inputs),
+        out,
+        thresholds=thresholds,
+        overlay_dir=overlay,
+        device=device,
+        batch_size=batch_size,
+    )
+    for err in errors:
+        typer.echo(f"error: {err}", err=True)
+    if written is not None:
+        ok = int((table["error"] == "").sum()) if "error" in table.columns else len(table)
+        typer.echo(f"{ok} of {len(table)} studies measured -> {written}")
+    if errors:
+        raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(ef_app, name="ef")

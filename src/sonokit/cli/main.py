@@ -72,6 +72,9 @@ def _register() -> None:
     from sonokit.cli import av as av_cli
 
     av_cli.register(app)
+    from sonokit.cli import app as app_cli
+
+    app_cli.register(app)
 
 
 _register()

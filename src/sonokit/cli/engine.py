@@ -1,0 +1,210 @@
+"""`sonokit train`, `sonokit evaluate`, `sonokit predict`: option parsing only; the work is in sonokit.train,
+sonokit.evaluate and sonokit.predict."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from sonokit.errors import InputError
+
+_HEADLINE = (
+    "accuracy",
+    "macro_f1",
+    "top2_accuracy",
+    "auroc",
+    "video_accuracy",
+    "video_macro_f1",
+    "mae",
+    "r2",
+)
+
+
+def _headline(metrics: dict) -> str:
+    parts = []
+    for key in _HEADLINE:
+        if metrics.get(key) is not None:
+            ci = metrics.get(f"{key}_ci95")
+            ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            parts.append(f"{key} {metrics[key]:.3f}{ci_text}")
+    return ", ".join(parts)
+
+
+def _quiet(quiet: bool) -> None:
+    if quiet:
+        from sonokit.utils.logs import set_quiet
+
+        set_quiet(True)
+        logging.getLogger("sonokit").setLevel(logging.WARNING)
+
+
+def train_cmd(
+    task: str = typer.Argument(
+        ..., help="Task, e.g. fetal-plane, lus, classify, quality, ef (a wrong name lists all)."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Dataset: CSV table, image folder or FETAL_PLANES_DB."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/<task>/<model>-s<seed>)."),
+    model: str | None = typer.Option(None, "--model", help="Backbone name (`sonokit models list`)."),
+    head: str | None = typer.Option(None, "--head", help="linear, avg, max, none or attention-mlp."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    lr: float | None = typer.Option(None, "--lr", min=0.0),
+    config: Path | None = typer.Option(None, "--config", help="YAML config; flags override it."),
+    seed: int | None = typer.Option(None, "--seed"),
+    folds: int | None = typer.Option(None, "--folds", min=0, help="Stratified group k-fold CV with K folds."),
+    group_col: str | None = typer.Option(None, "--group-col", help="Patient column of a table."),
+    label_col: str | None = typer.Option(None, "--label-col"),
+    path_col: str | None = typer.Option(None, "--path-col"),
+    split_col: str | None = typer.Option(None, "--split-col"),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="Initial weights file (state dict/safetensors)."
+    ),
+    pretrained: str | None = typer.Option(None, "--pretrained", help="imagenet: not available offline."),
+    size: int | None = typer.Option(None, "--size", min=8, help="Input side in pixels."),
+    channels: int | None = typer.Option(None, "--channels", help="1 (grayscale) or 3."),
+    patience: int | None = typer.Option(None, "--patience", min=0, help="Early stopping patience (0 = off)."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    workers: int | None = typer.Option(None, "--workers", min=0, help="DataLoader worker processes."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
+    amp: str | None = typer.Option(None, "--amp", help="auto (bf16 on GPU), bf16 or off."),
+    sets: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="Any config option, repeatable: --set options.video_rule=mean --set augment.hflip=false",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
+) -> None:
+    """Train a model; evaluates val and test at the end and writes the run folder."""
+    from sonokit.tasks import get_task
+    from sonokit.train.config import parse_sets, resolve_config, resume_config
+    from sonokit.train.engine import default_run_dir, train
+
+    _quiet(quiet)
+    overrides = {
+        "data": str(data) if data else None,
+        "out": str(out) if out else None,
+        "model": model,
+        "head": head,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "folds": folds,
+        "group_col": group_col,
+        "label_col": label_col,
+        "path_col": path_col,
+        "split_col": split_col,
+        "weights": str(weights) if weights else None,
+        "pretrained": pretrained,
+        "size": size,
+        "channels": channels,
+        "patience": patience,
+        "device": device,
+        "num_workers": workers,
+        "threads": threads,
+        "amp": amp,
+    }
+    task_cls = get_task(task)
+    extra = parse_sets(sets)
+    if resume:
+        run_dir = out
+        if run_dir is None:
+            run_dir = default_run_dir(
+                resolve_config(task, config, overrides, task_defaults=task_cls.defaults)
+            )
+        cfg = resume_config(run_dir, {**{k: v for k, v in overrides.items() if k != "out"}, **extra})
+    else:
+        cfg = resolve_config(task, config, overrides, task_defaults=task_cls.defaults, sets=extra)
+    if cfg.data is None:
+        raise InputError("no dataset given: pass --data PATH (or data: in --config)")
+    run_dir = train(cfg)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
+    typer.echo(f"run folder: {run_dir}")
+    for name in ("metrics_cv.json", "metrics_val.json", "metrics_test.json"):
+        path = Path(run_dir) / name
+        if path.is_file():
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+            if name == "metrics_cv.json":
+                metrics = {k: v["mean"] for k, v in metrics["metrics"].items()}
+            typer.echo(f"{name[len('metrics_') : -5]}: {_headline(metrics)}")
+
+
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="Run folder written by `sonokit train`."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Dataset (default: the one the run was trained on)."
+    ),
+    split: str = typer.Option("test", "--split", help="train, val, test, or all (every row)."),
+    device: str = typer.Option("auto", "--device"),
+    n_boot: int | None = typer.Option(None, "--n-boot", min=0, help="Bootstrap resamples for the 95% CIs."),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Evaluate a run on a split: metrics_<split>.json (95% CIs), predictions_<split>.csv, plots, report.html."""
+    from sonokit.evaluate.runner import evaluate_run
+
+    _quiet(quiet)
+    metrics = evaluate_run(run, data=data, split=split, device=device, n_boot=n_boot)
+    typer.echo(f"{split}: {_headline(metrics)}")
+    typer.echo(f"wrote {run / f'metrics_{split}.json'}")
+
+
+def predict_cmd(
+    run: Path = typer.Argument(..., help="Run folder written by `sonokit train`."),
+    inputs: list[Path] = typer.Argument(..., help="Images, videos, DICOM files or folders."),
+    out: Path = typer.Option(..., "--out", help="Predictions CSV to write."),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Optional table/dataset giving y_true per path."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device"),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="torch, onnx, or auto: onnx when RUN/model.onnx exists and matches the weights.",
+    ),
+    workers: int = typer.Option(0, "--workers", min=0, help="Decoding worker processes."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Skip files already in OUT.partial (or OUT) from an interrupted run."
+    ),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Predict new files: a row per image or frame, plus an aggregated row per video (frame "all").
+
+    Inputs may be files, folders or CSV tables (a `path` column). Rows are appended to OUT.partial after every
+    batch and the file is renamed to OUT at the end; --resume continues an interrupted run.
+    """
+    from sonokit.predict.runner import predict_to_csv
+
+    _quiet(quiet)
+    res = predict_to_csv(
+        run, list(inputs), out, batch_size=batch_size, device=device, labels=labels,
+        backend=backend, workers=workers, resume=resume,
+    )  # fmt: skip
+    errors = res.errors
+    for err in errors:
+        typer.echo(f"error: {err}", err=True)
+    skipped = f", {res.files_skipped} files already predicted" if res.files_skipped else ""
+    if res.path is not None:
+        typer.echo(
+            f"wrote {res.path}: {res.rows} rows from {res.files_done} files (backend {res.backend}{skipped})"
+        )
+    if errors:
+        # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes
+        sys.exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("predict")(predict_cmd)

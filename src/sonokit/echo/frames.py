@@ -1,0 +1,140 @@
+"""Any cine to model-size frames, one way for training, evaluation and single-study prediction.
+
+Frames that are already size x size (EchoNet-Dynamic videos, `sonokit convert` output) are used as they are:
+cropping an already cropped fan again would shift it by a few pixels and the model would see other geometry
+than it was trained on. Anything else (DICOM, scanner AVI/MP4) gets the sector crop, centred zero padding and
+resize of `sonokit.preprocess.preprocess_cine`, with the CropTransform that maps points back.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sonokit.errors import InputError
+from sonokit.preprocess import CropTransform, SectorGeometry
+
+_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def identity_transform(size: int) -> CropTransform:
+    return CropTransform(0, 0, 1.0, 0.0, 0.0, size, (size, size))
+
+
+def prepare_frames(
+    frames: np.ndarray, size: int, geometry: bool = False
+) -> tuple[np.ndarray, CropTransform] | tuple[np.ndarray, CropTransform, SectorGeometry | None]:
+    """(F, H, W[, 3]) uint8 -> (F, size, size[, 3]) uint8 and the transform from original to model pixels.
+
+    With `geometry`, also the detected sector (None when the frames were used as they are), e.g. to blank burned-in
+    text outside the fan when the original frames are shown again.
+    """
+    if frames.ndim not in (3, 4) or len(frames) == 0:
+        raise InputError(f"expected a cine (F, H, W[, 3]), got an array of shape {frames.shape}")
+    if frames.shape[1:3] == (size, size):
+        return (frames, identity_transform(size), None) if geometry else (frames, identity_transform(size))
+    from sonokit.preprocess import preprocess_cine
+
+    out, sector, transform = preprocess_cine(frames, size)
+    return (out, transform, sector) if geometry else (out, transform)
+
+
+def compact(frames: np.ndarray) -> np.ndarray:
+    """RGB frames whose channels agree (B-mode stored as RGB, as EchoNet does) become gray: a third the memory."""
+    if frames.ndim == 4:
+        probe = frames[:: max(1, len(frames) // 4)]
+        spread = np.abs(probe[..., 0].astype(np.int16) - probe[..., 1]).max()
+        spread = max(spread, np.abs(probe[..., 1].astype(np.int16) - probe[..., 2]).max())
+        if spread <= 3:
+            return np.ascontiguousarray(frames[..., 1])
+    return frames
+
+
+def to_channels(frames: np.ndarray, channels: int) -> np.ndarray:
+    """A stack (F, H, W) gray or (F, H, W, 3) RGB uint8 -> (F, H, W, channels) uint8 (1: BT.601 luminance)."""
+    if channels == 1:
+        if frames.ndim == 4:
+            return (frames.astype(np.float32) @ _BT601).round().clip(0, 255).astype(np.uint8)[..., None]
+        return frames[..., None]
+    if channels == 3:
+        return frames if frames.ndim == 4 else np.repeat(frames[..., None], 3, axis=-1)
+    raise InputError(f"echo models take 1 or 3 channels, got {channels}")
+
+
+@dataclass
+class PreparedCine:
+    """A cine at model size, with what is needed to measure on the original pixels."""
+
+    path: Path
+    frames: np.ndarray  # (F, size, size) gray or (F, size, size, 3) RGB uint8
+    fps: float | None
+    spacing_mm: tuple[float, float] | None  # (dy, dx) of the original pixels
+    transform: CropTransform
+    original_shape: tuple[int, int]
+    sector: SectorGeometry | None = None  # None: the frames were already at model size
+
+    @property
+    def model_spacing_mm(self) -> tuple[float, float] | None:
+        """(dy, dx) mm per model pixel: the crop scales both axes equally."""
+        if self.spacing_mm is None:
+            return None
+        k = self.transform.pixel_size
+        return (float(self.spacing_mm[0]) * k, float(self.spacing_mm[1]) * k)
+
+
+def read_prepared(
+    path: str | Path, size: int, keep_original: bool = False
+) -> tuple[PreparedCine, np.ndarray | None]:
+    """Decode a cine and bring it to model size; also return the original frames when asked (for overlays)."""
+    from sonokit.io import open_cine
+
+    path = Path(path)
+    with open_cine(path) as cine:
+        if cine.n_frames < 3:
+            raise InputError(f"{cine.n_frames} frame(s): an LV measurement needs a cine", path)
+        frames = cine.read()
+        fps, spacing = cine.fps, cine.spacing_mm
+    try:
+        out, transform = prepare_frames(frames, size)
+    except InputError as err:
+        raise InputError(str(err), path) from err
+    prepared = PreparedCine(path, compact(out), fps, spacing, transform, tuple(frames.shape[1:3]))
+    return prepared, (frames if keep_original else None)
+
+
+class PreparedStore:
+    """An LRU of prepared videos bounded by bytes, so an epoch decodes each training video once, not per clip."""
+
+    def __init__(self, size: int, max_bytes: int = 384 * 2**20) -> None:
+        self.size = int(size)
+        self.max_bytes = int(max_bytes)
+        self._store: OrderedDict[str, PreparedCine] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, path: str | Path) -> PreparedCine:
+        key = str(path)
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        cine = read_prepared(key, self.size)[0]
+        self._store[key] = cine
+        self._bytes += cine.frames.nbytes
+        while len(self._store) > 1 and self._bytes > self.max_bytes:
+            _, old = self._store.popitem(last=False)
+            self._bytes -= old.frames.nbytes
+        return cine
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers start with an empty cache rather than a pickled copy of the parent's
+        return {"size": self.size, "max_bytes": self.max_bytes, "_store": OrderedDict(), "_bytes": 0}
+
+
+def count_cine_frames(path: str | Path) -> tuple[int, float | None]:
+    """(frames, fps) from the header, without decoding the cine."""
+    from sonokit.io import open_cine
+
+    with open_cine(path) as cine:
+        return int(cine.n_frames), cine.fps

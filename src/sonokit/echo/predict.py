@@ -1,0 +1,374 @@
+"""One study in, LV function out: `sonokit ef predict` without FileList.csv or VolumeTracings.csv.
+
+A cine (DICOM, AVI, MP4) is decoded, brought to each model's input size (sector crop + pad + resize unless it
+already has that size; see sonokit.echo.frames) and run through every given model:
+    ef (video)      EF averaged over clips every `clip_stride` frames, resampled in time to the training frame
+                    rate; with an LV model also averaged over clips starting at each detected ED (beat by beat);
+    lv-seg / trace  the LV on every frame -> area curve -> ED (peaks) and ES (troughs) per beat -> Simpson EDV,
+                    ESV and EF per beat. Volumes are in mL when the file gives the pixel spacing (the model pixel's
+                    spacing is the original's times the crop transform's pixel size), else in pixels**3.
+The first run named gives the headline `ef`; every run also gets its own columns (ef_video, ef_seg, ...).
+A file that cannot be read gets a row with only `path` and `error`, and the others are still measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sonokit.echo.beats import Beat, find_beats
+from sonokit.echo.frames import PreparedCine, compact, prepare_frames, to_channels
+from sonokit.errors import InputError, SonokitError
+from sonokit.tasks.base import normalise_batch
+from sonokit.utils import get_logger
+
+log = get_logger(__name__)
+
+ROLES = {"ef": "video", "lv-seg": "seg", "lv-trace": "trace"}
+
+
+@dataclass
+class EchoModel:
+    run: Any  # sonokit.predict.runner.LoadedRun
+    role: str  # "video" | "seg" | "trace"
+    key: str  # column suffix
+
+
+def load_echo_models(run_dirs: list[str | Path], device: str = "auto") -> list[EchoModel]:
+    """Load each run folder; refuse runs of other tasks (they cannot measure an LV)."""
+    from sonokit.predict.runner import load_run
+
+    if not run_dirs:
+        raise InputError("no model given: pass --run RUN_DIR (an ef, lv-seg or lv-trace run), repeatable")
+    models: list[EchoModel] = []
+    for d in run_dirs:
+        run = load_run(d, device)
+        role = ROLES.get(run.task.name)
+        if role is None:
+            raise InputError(f"a {run.task.name!r} run; ef predict takes ef, lv-seg and lv-trace runs", d)
+        same = sum(m.role == role for m in models)
+        models.append(EchoModel(run, role, role if same == 0 else f"{role}{same + 1}"))
+    return models
+
+
+# ---------------------------------------------------------------------------------------------- inference
+
+
+def _frame_batches(model: EchoModel, cine: PreparedCine, batch_size: int):
+    cfg = model.run.cfg
+    mean, std = cfg.channel_stats()
+    for s in range(0, len(cine.frames), batch_size):
+        chunk = to_channels(cine.frames[s : s + batch_size], cfg.channels)  # (B, S, S, C)
+        x = torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))).float().div_(255.0)
+        yield normalise_batch(x.to(model.run.device), mean, std)
+
+
+@dataclass
+class LVResult:
+    """An LV model's measurements on every frame of one cine (model pixels)."""
+
+    area: np.ndarray  # (F,) pixels**2
+    masks: np.ndarray | None = None  # (F, S, S) bool (lv-seg)
+    lines: np.ndarray | None = None  # (F, 21, 4) (lv-trace)
+    beats: list[Beat] = field(default_factory=list)
+    beat_source: str = "beats"
+    edv: list[float] = field(default_factory=list)
+    esv: list[float] = field(default_factory=list)
+    efs: list[float] = field(default_factory=list)
+
+    def outline(self, i: int) -> np.ndarray | None:
+        """The LV outline of frame i as (k, 2) x, y model pixels (largest region of the mask, or the tracing)."""
+        if self.lines is not None:
+            from sonokit.clinical import tracing_polygon
+
+            return tracing_polygon(self.lines[i])
+        import cv2
+
+        m = self.masks[i].astype(np.uint8)
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not contours:
+            return None
+        return max(contours, key=cv2.contourArea)[:, 0, :].astype(np.float64)
+
+
+@torch.inference_mode()
+def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LVResult:
+    """Outline the LV on every frame, find the beats, and measure EDV, ESV and EF of each."""
+    from sonokit.clinical import ejection_fraction, volume_from_mask, volume_from_tracing
+    from sonokit.echo.tracing import tracing_area
+
+    net = model.run.model
+    size = model.run.cfg.size
+    outs = [net(x).float().cpu() for x in _frame_batches(model, cine, batch_size)]
+    if model.role == "seg":
+        masks = (torch.cat(outs)[:, 0] > 0).numpy()
+        res = LVResult(area=masks.reshape(len(masks), -1).sum(axis=1).astype(float), masks=masks)
+    else:
+        lines = torch.cat(outs).numpy().reshape(-1, 21, 4).astype(np.float64) * size
+        res = LVResult(area=np.array([tracing_area(t) for t in lines]), lines=lines)
+    res.beats = find_beats(res.area, cine.fps) if np.ptp(res.area) > 0 else []
+    if not res.beats:  # less than one beat visible: the largest LV, then the smallest after it
+        ed = int(np.argmax(res.area))
+        after = res.area[ed:]
+        es = ed + int(np.argmin(after)) if len(after) > 1 else int(np.argmin(res.area))
+        res.beats, res.beat_source = [Beat(ed=ed, es=es)], "extremes"
+    spacing = cine.model_spacing_mm
+    for b in res.beats:
+        if res.lines is not None:
+            edv, esv = (volume_from_tracing(res.lines[f], spacing) for f in (b.ed, b.es))
+        else:
+            edv, esv = (volume_from_mask(res.masks[f], spacing) for f in (b.ed, b.es))
+        res.edv.append(float(edv))
+        res.esv.append(float(esv))
+        res.efs.append(ejection_fraction(edv, esv) if edv > 0 and b.ed != b.es else math.nan)
+    return res
+
+
+@torch.inference_mode()
+def video_ef(
+    model: EchoModel, cine: PreparedCine, beats: list[Beat] | None = None, batch_size: int = 8
+) -> dict:
+    """EF of the video model: mean over the all-clips protocol, and over clips starting at each ED when known."""
+    from sonokit.echo.data import clip_starts, clip_tensor, take_clip
+    from sonokit.io.convert import resample_indices
+
+    task, cfg = model.run.task, model.run.cfg
+    o = task.opts
+    frames = cine.frames
+    index = np.arange(len(frames))
+    if cine.fps and task.train_fps and abs(cine.fps / task.train_fps - 1.0) > 0.1:
+        index = resample_indices(len(frames), cine.fps, task.train_fps)  # the frame rate the model learned
+        frames = frames[index]
+    starts = clip_starts(len(frames), o.frames, o.period, o.clip_stride)
+    beat_starts = []
+    for b in beats or []:
+        k = int(np.searchsorted(index, b.ed))
+        if k < len(frames):
+            beat_starts.append(k)
+    all_starts = np.concatenate([starts, np.asarray(beat_starts, dtype=np.int64)])
+    mean, std = cfg.channel_stats()
+    preds = []
+    for s in range(0, len(all_starts), batch_size):
+        x = torch.stack(
+            [
+                clip_tensor(take_clip(frames, int(st), o.frames, o.period), cfg.channels)
+                for st in all_starts[s : s + batch_size]
+            ]
+        )
+        preds.append(
+            model.run.model(normalise_batch(x.to(model.run.device), mean, std)).float().cpu().numpy()[:, 0]
+        )
+    p = np.concatenate(preds)
+    clips, per_beat = p[: len(starts)], p[len(starts) :]
+    return {
+        "ef": float(clips.mean()),
+        "sd": float(clips.std()),
+        "clips": int(len(clips)),
+        "beats": float(per_beat.mean()) if len(per_beat) else math.nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- one study
+
+
+def _fmt_list(values, fmt: str = "{}") -> str:
+    return ";".join("nan" if isinstance(v, float) and not math.isfinite(v) else fmt.format(v) for v in values)
+
+
+def _nanmean(values: list[float]) -> float:
+    v = np.asarray(values, dtype=float)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+
+
+def predict_study(
+    path: str | Path,
+    models: list[EchoModel],
+    thresholds: str = "default",
+    overlay: str | Path | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Every measurement of one cine as one CSV row (see the module docstring); raises InputError if unreadable."""
+    from sonokit.clinical import get_thresholds
+    from sonokit.io import open_cine
+
+    preset = get_thresholds(thresholds)
+    path = Path(path)
+    with open_cine(path) as c:
+        if c.n_frames < 3:
+            raise InputError(f"{c.n_frames} frame(s): EF needs a cine of several frames", path)
+        original = c.read()
+        fps, spacing = c.fps, c.spacing_mm
+    prepared: dict[int, PreparedCine] = {}
+
+    def at(size: int) -> PreparedCine:
+        if size not in prepared:
+            try:
+                out, transform, sector = prepare_frames(original, size, geometry=True)
+            except InputError as err:
+                raise InputError(str(err).split(": ", 1)[-1] if err.path else str(err), path) from err
+            prepared[size] = PreparedCine(
+                path, compact(out), fps, spacing, transform, original.shape[1:3], sector
+            )
+        return prepared[size]
+
+    def cls(ef: float) -> str:
+        return preset.classify(ef) if math.isfinite(ef) else ""
+
+    row: dict[str, Any] = {
+        "path": str(path), "n_frames": len(original), "fps": round(fps, 3) if fps else math.nan,
+        "spacing_mm": f"{spacing[0]:.5f}x{spacing[1]:.5f}" if spacing else "",
+        "volume_unit": "mL" if spacing else "px^3",
+    }  # fmt: skip
+    lv: dict[str, tuple[EchoModel, LVResult]] = {}
+    for m in models:
+        if m.role in ("seg", "trace"):
+            res = measure_lv(m, at(m.run.cfg.size), batch_size)
+            lv[m.key] = (m, res)
+    first_lv = next(iter(lv.values()), None)
+    per_model: dict[str, Any] = {}
+    efs: dict[str, float] = {}
+    for m in models:
+        k = m.key
+        if m.role == "video":
+            beats = first_lv[1].beats if first_lv and first_lv[1].beat_source == "beats" else None
+            v = video_ef(m, at(m.run.cfg.size), beats, max(1, batch_size // 2))
+            efs[k] = v["ef"]
+            per_model.update(
+                {
+                    f"ef_{k}": v["ef"],
+                    f"class_{k}": cls(v["ef"]),
+                    f"ef_{k}_sd": v["sd"],
+                    f"ef_{k}_clips": v["clips"],
+                    f"ef_{k}_beats": v["beats"],
+                }
+            )
+        else:
+            res = lv[k][1]
+            ef = _nanmean(res.efs)
+            efs[k] = ef
+            per_model.update({
+                f"ef_{k}": ef, f"class_{k}": cls(ef), f"edv_{k}": _nanmean(res.edv), f"esv_{k}": _nanmean(res.esv),
+                f"ed_frames_{k}": _fmt_list([b.ed for b in res.beats]),
+                f"es_frames_{k}": _fmt_list([b.es for b in res.beats]),
+                f"beat_efs_{k}": _fmt_list(res.efs, "{:.2f}"), f"n_beats_{k}": len(res.beats) * (res.beat_source == "beats"),
+                f"beat_source_{k}": res.beat_source,
+            })  # fmt: skip
+    head = models[0].key
+    row.update({"ef": efs[head], "class": cls(efs[head]), "ef_source": head})
+    if first_lv is not None:
+        k = first_lv[0].key
+        for name in ("edv", "esv", "ed_frames", "es_frames", "beat_efs", "n_beats"):
+            row[name] = per_model[f"{name}_{k}"]
+    row.update(per_model)
+    if overlay is not None:
+        row["overlay"] = str(_write_overlay(Path(overlay), original, fps, first_lv, at, efs, prepared))
+    return row
+
+
+def _write_overlay(path: Path, original, fps, first_lv, at, efs: dict[str, float], prepared: dict) -> Path:
+    from sonokit.echo.overlay import write_overlay
+    from sonokit.preprocess import apply_mask
+
+    text = "  ".join(f"EF {k} {v:.1f}%" for k, v in efs.items() if math.isfinite(v))
+    contours, curve, ed, es, label = None, None, (), (), "LV area"
+    sector = next((c.sector for c in prepared.values() if c.sector is not None), None)
+    if sector is not None:  # burned-in text (names, dates) outside the fan is not shown again
+        original = apply_mask(original, sector)
+    if first_lv is not None:
+        m, res = first_lv
+        transform = at(m.run.cfg.size).transform
+        contours = []
+        for i in range(len(original)):
+            poly = res.outline(i)
+            contours.append(transform.to_original(poly) if poly is not None else None)
+        curve = res.area
+        ed, es = [b.ed for b in res.beats], [b.es for b in res.beats]
+        ms = at(m.run.cfg.size).model_spacing_mm
+        if ms is not None:
+            curve, label = res.area * ms[0] * ms[1] / 100.0, "LV area (cm^2)"
+        else:
+            label = "LV area (model pixels)"
+        label += f"  ED red, ES blue  [{m.key}]"
+    return write_overlay(
+        path, original, fps, contours=contours, curve=curve, ed=ed, es=es, text=text, curve_label=label
+    )
+
+
+# ---------------------------------------------------------------------------------------------- many studies
+
+_READ_ERRORS = (SonokitError, OSError, ValueError)
+
+
+def predict_studies(
+    inputs: list[str | Path],
+    models: list[EchoModel],
+    thresholds: str = "default",
+    overlay_dir: str | Path | None = None,
+    batch_size: int = 16,
+) -> tuple[pd.DataFrame, list[str]]:
+    """One row per input cine (folders expanded); unreadable files get a row with `error` and a message."""
+    from sonokit.io import find_inputs
+    from sonokit.utils import progress
+
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    seen: set[Path] = set()
+    used: set[str] = set()
+    todo: list[Path | InputError] = []  # input order; a path that finds nothing stays as its error
+    for raw in inputs:
+        try:
+            found = find_inputs([raw])
+        except InputError as err:
+            todo.append(err)
+            continue
+        for f in found:
+            if f not in seen:
+                seen.add(f)
+                todo.append(f)
+    for item in progress(todo, desc="ef predict", total=len(todo), unit="study"):
+        if isinstance(item, InputError):
+            errors.append(str(item))
+            rows.append({"path": str(item.path or ""), "error": str(item).split(": ", 1)[-1]})
+            continue
+        f = item
+        overlay = None
+        if overlay_dir is not None:
+            stem = f.stem
+            while stem in used:
+                stem += "_"
+            used.add(stem)
+            overlay = Path(overlay_dir) / f"{stem}.webm"
+        try:
+            rows.append({**predict_study(f, models, thresholds, overlay, batch_size), "error": ""})
+        except _READ_ERRORS as err:
+            message = str(err) if isinstance(err, InputError) and err.path else f"{f}: {err}"
+            errors.append(message.splitlines()[0])
+            rows.append({"path": str(f), "error": message.split(": ", 1)[-1].splitlines()[0]})
+    return pd.DataFrame(rows), errors
+
+
+def predict_to_csv(
+    run_dirs: list[str | Path],
+    inputs: list[str | Path],
+    out: str | Path,
+    thresholds: str = "default",
+    overlay_dir: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 16,
+) -> tuple[Path | None, pd.DataFrame, list[str]]:
+    """Load the runs, measure every input, write the CSV atomically (error rows included)."""
+    from sonokit.clinical import get_thresholds
+    from sonokit.utils import write_csv
+
+    get_thresholds(thresholds)  # an unknown preset fails before any model is loaded
+    models = load_echo_models(run_dirs, device)
+    table, errors = predict_studies(inputs, models, thresholds, overlay_dir, batch_size)
+    if table.empty:
+        return None, table, errors
+    return write_csv(table, out), table, errors

@@ -1,0 +1,148 @@
+"""LV segmentation networks: a small U-Net (fast on a CPU), torchvision's LR-ASPP, and EchoNet's DeepLabV3.
+
+Every model takes a normalised frame batch (B, C, H, W) and returns one logit map (B, 1, H, W) for "inside the
+LV cavity". Nothing is ever downloaded: torchvision models are built with weights=None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SEG_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_seg_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        SEG_MODELS[name] = fn
+        return fn
+
+    return wrap
+
+
+def create_seg_model(name: str, in_chans: int = 3, **kwargs: object) -> nn.Module:
+    """The front door for segmentation models (`unet`, `unet-tiny`, `lraspp`, `deeplabv3_resnet50`)."""
+    from sonokit.errors import ModelError
+
+    if name not in SEG_MODELS:
+        raise ModelError(f"unknown segmentation model {name!r}; choose one of {sorted(SEG_MODELS)}")
+    return SEG_MODELS[name](in_chans=in_chans, **kwargs)
+
+
+def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """Ronneberger's U-Net, narrow: an LV cavity is one smooth blob, so a few channels per level suffice.
+
+    Inputs whose side is not a multiple of 2**(levels - 1) are padded and the output cropped back.
+    """
+
+    def __init__(self, in_chans: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128), num_classes: int = 1):
+        super().__init__()
+        self.down = nn.ModuleList()
+        c = in_chans
+        for w in widths:
+            self.down.append(_double_conv(c, w))
+            c = w
+        self.up = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.up.append(_double_conv(c + w, w))
+            c = w
+        self.out = nn.Conv2d(c, num_classes, 1)
+        self.factor = 2 ** (len(widths) - 1)
+        self.spec = {"name": "unet", "in_chans": in_chans, "widths": list(widths)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.factor, (-w) % self.factor
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.out(x)[..., :h, :w]
+
+
+@register_seg_model("unet")
+def unet(in_chans: int = 3, **kw: object) -> nn.Module:
+    return UNet(in_chans, widths=(16, 32, 64, 128), **kw)  # type: ignore[arg-type]
+
+
+@register_seg_model("unet-tiny")
+def unet_tiny(in_chans: int = 3, **kw: object) -> nn.Module:
+    """For tests and CPU demos."""
+    model = UNet(in_chans, widths=(8, 16, 32), **kw)  # type: ignore[arg-type]
+    model.spec["name"] = "unet-tiny"
+    return model
+
+
+class TorchvisionSeg(nn.Module):
+    """A torchvision segmentation model with a one-logit classifier, returning the logit map as a tensor.
+
+    The backbone and classifier keep torchvision's attribute names, so EchoNet-Dynamic's DeepLabV3 checkpoints
+    load after their `module.` prefix is stripped (sonokit.models.load_weights does that).
+    """
+
+    def __init__(self, name: str, in_chans: int = 3) -> None:
+        super().__init__()
+        from torchvision.models import segmentation
+
+        if name == "deeplabv3_resnet50":
+            net = segmentation.deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False)
+            last = net.classifier[-1]
+            net.classifier[-1] = nn.Conv2d(last.in_channels, 1, kernel_size=last.kernel_size)
+            first = ("backbone", "conv1")
+        elif name == "lraspp":
+            net = segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=1)
+            first = ("backbone", "0")
+        else:  # pragma: no cover - guarded by the registry
+            raise ValueError(name)
+        self.backbone = net.backbone
+        self.classifier = net.classifier
+        if in_chans != 3:
+            self._adapt_first_conv(first, in_chans)
+        self.spec = {"name": name, "in_chans": in_chans}
+
+    def _adapt_first_conv(self, where: tuple[str, str], in_chans: int) -> None:
+        parent = getattr(self, where[0])
+        old = parent._modules[where[1]]  # type: ignore[attr-defined]
+        conv = old if isinstance(old, nn.Conv2d) else old[0]
+        new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+        if isinstance(old, nn.Conv2d):
+            parent._modules[where[1]] = new  # type: ignore[attr-defined]
+        else:
+            old[0] = new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        feats = self.backbone(x)
+        out = self.classifier(feats) if self.spec["name"] == "lraspp" else self.classifier(feats["out"])
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+
+@register_seg_model("lraspp")
+def lraspp(in_chans: int = 3, **kw: object) -> nn.Module:
+    """torchvision LR-ASPP on MobileNetV3-Large (randomly initialised)."""
+    return TorchvisionSeg("lraspp", in_chans)
+
+
+@register_seg_model("deeplabv3_resnet50")
+def deeplabv3_resnet50(in_chans: int = 3, **kw: object) -> nn.Module:
+    """EchoNet-Dynamic's segmentation network (slow on a CPU; use it with EchoNet's weights)."""
+    return TorchvisionSeg("deeplabv3_resnet50", in_chans)

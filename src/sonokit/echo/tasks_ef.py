@@ -1,0 +1,346 @@
+"""`ef`: ejection fraction regressed from echo clips (two-stream 3D-CNN or EchoNet's R(2+1)D-18).
+
+Training draws one random clip per window of each video and epoch. Evaluation reports two protocols, each with
+bootstrap CIs: "all clips" (EchoNet's test-time averaging: the mean over clips every `clip_stride` frames, the
+headline `mae`) and "one clip" (a single seeded random clip per video, `one_clip_*`). The mean predictor
+(training-set mean EF for every video) is scored beside them as `baseline_mae`. Predictions CSV rows: one per
+clip (`frame` = its first frame), plus `frame` = "all" and "one" per video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field
+from torch import nn
+
+from sonokit.echo.data import ClipDataset, clip_starts, fill_frame_counts, read_echo_index
+from sonokit.echo.evaluate import baseline_metrics, class_agreement, ef_metrics
+from sonokit.echo.frames import PreparedStore
+from sonokit.errors import InputError
+from sonokit.evaluate.metrics import regression_metrics
+from sonokit.tasks import register_task
+from sonokit.tasks.base import Task, TaskOptions, normalise_batch
+from sonokit.utils import get_logger
+
+log = get_logger(__name__)
+
+ALL, ONE = "all", "one"
+
+
+class EFOptions(TaskOptions):
+    frames: int = Field(16, ge=2, description="frames per clip")
+    period: int = Field(4, ge=1, description="take every period-th frame")
+    clip_stride: int = Field(16, ge=1, description="all-clips protocol: a clip every N frames (1 = EchoNet)")
+    pad: int = Field(
+        8, ge=0, description="training: random shift by up to pad pixels (EchoNet's pad-and-crop)"
+    )
+    thresholds: str = "default"
+
+
+def _mean_ef_rows(preds: pd.DataFrame, key: str) -> pd.DataFrame:
+    return preds[preds["frame"] == key]
+
+
+@register_task
+class EFTask(Task):
+    name = "ef"
+    kind = "regression"
+    monitor = ("mae", "min")
+    allow_hflip = False
+    Options = EFOptions
+    opts: EFOptions
+    intended_use = (
+        "Research: estimate the left-ventricular ejection fraction (%) from an apical four-chamber echo cine. "
+        "Trained on the data set named in this card; not validated for clinical use."
+    )
+    defaults = {
+        "model": "two-stream",
+        "size": 112,
+        "channels": 3,
+        "mean": [0.13],
+        "std": [0.19],
+        "epochs": 30,
+        "batch_size": 8,
+        "lr": 0.001,
+        "weight_decay": 0.0001,
+        "patience": 10,
+        "options": {"frames": 16, "period": 4, "clip_stride": 16, "pad": 8, "thresholds": "default"},
+    }
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        from sonokit.clinical import get_thresholds
+
+        get_thresholds(self.opts.thresholds)
+        self.train_mean: float | None = None
+        self.train_fps: float | None = None
+        self.store = PreparedStore(cfg.size)
+
+    # ------------------------------------------------------------------ data
+
+    def read_index(self) -> pd.DataFrame:
+        if self.cfg.data is None:
+            raise InputError(
+                "no dataset given: pass --data ECHONET_FOLDER (FileList.csv, Videos/) or a table"
+            )
+        return read_echo_index(self.cfg.data)[0]
+
+    def prepare_index(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
+        index = super().prepare_index(df)
+        train = index[index["split"] == "train"]
+        if self.train_mean is None and len(train):  # a loaded run keeps the mean of its own training data
+            self.train_mean = float(train["ef"].mean())
+            fps = pd.to_numeric(train["fps"], errors="coerce").dropna()
+            self.train_fps = float(fps.median()) if len(fps) else None
+        return index
+
+    def expand(self, df: pd.DataFrame) -> pd.DataFrame:
+        """One row per clip start of the all-clips protocol (training re-draws each start within its window)."""
+        df = fill_frame_counts(df.reset_index(drop=True))
+        o = self.opts
+        parts = []
+        for _, row in df.iterrows():
+            starts = clip_starts(int(row["n_frames"]), o.frames, o.period, o.clip_stride)
+            parts.append(pd.DataFrame({**{k: [row[k]] * len(starts) for k in df.columns}, "clip": starts}))
+        if not parts:
+            return df.assign(clip=pd.Series(dtype=np.int64))
+        return pd.concat(parts, ignore_index=True)
+
+    def check_items(self, items: pd.DataFrame) -> None:
+        """Open every video now (header, first and last frame), so a damaged file fails before training."""
+        from sonokit.echo.frames import count_cine_frames
+
+        for path in items["path"].astype(str).unique():
+            count_cine_frames(path)
+
+    def build_dataset(self, df: pd.DataFrame, train: bool) -> ClipDataset:
+        o = self.opts
+        return ClipDataset(
+            df,
+            self.cfg.size,
+            self.cfg.channels,
+            o.frames,
+            o.period,
+            o.clip_stride,
+            train=train,
+            pad=o.pad,
+            seed=self.cfg.seed,
+            store=self.store,
+        )
+
+    def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
+        info = super().describe_data(index, items)
+        info["videos"] = {split: int(df["path"].nunique()) for split, df in items.items()}
+        info["ef_mean_train"] = self.train_mean
+        info["fps_median_train"] = self.train_fps
+        return info
+
+    # ------------------------------------------------------------------ model and step
+
+    def build_model(self, load_init_weights: bool = True) -> nn.Module:
+        from sonokit.echo.video_models import create_video_model
+
+        if self.cfg.model == "r2plus1d_18" and self.cfg.channels != 3:
+            raise InputError("r2plus1d_18 (EchoNet) takes 3 channels: set channels: 3")
+        kw: dict[str, Any] = {"ef_mean": self.train_mean if self.train_mean is not None else 55.0}
+        if self.cfg.model != "r2plus1d_18":
+            kw["in_chans"] = self.cfg.channels
+        if self.cfg.pretrained not in (None, "", "none"):
+            from sonokit.errors import ModelError
+
+            raise ModelError(
+                f"--pretrained {self.cfg.pretrained}: nothing can be downloaded here; use --weights PATH"
+            )
+        model = create_video_model(self.cfg.model, **kw)
+        if load_init_weights and self.cfg.weights:
+            from sonokit.models import load_weights
+
+            # EchoNet-Dynamic checkpoints must match the R(2+1)D-18 completely; other files may be partial
+            load_weights(model, self.cfg.weights, strict=self.cfg.model == "r2plus1d_18")
+        return model
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        mean, std = self.cfg.channel_stats()
+        return model(normalise_batch(batch["x"], mean, std)).squeeze(1)
+
+    def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        return nn.functional.mse_loss(outputs.float(), batch["y"].float())
+
+    def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {
+            "index": batch["index"].detach().cpu().numpy(),
+            "pred": outputs.detach().float().cpu().numpy(),
+            "y": batch["y"].detach().float().cpu().numpy(),
+        }
+
+    # ------------------------------------------------------------------ predictions and metrics
+
+    def _one_clip(self, n: int, key: str) -> int:
+        """The one-clip protocol's clip of a video: seeded by the run's seed and the video, so it is repeatable."""
+        import zlib
+
+        return int(np.random.default_rng([abs(self.cfg.seed), zlib.crc32(key.encode())]).integers(0, n))
+
+    def predictions(self, collected: dict[str, np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
+        rows = items.iloc[collected["index"]].reset_index(drop=True)
+        y = collected["y"]
+        clips = pd.DataFrame(
+            {
+                "path": rows["path"].astype(str).to_numpy(),
+                "frame": rows["clip"].astype(int).astype(str).to_numpy(),
+                "protocol": "clip",
+                "y_true": np.where(y >= 0, y, np.nan),
+                "y_pred": collected["pred"].astype(float),
+                "_group": rows["group"].astype(str).to_numpy()
+                if "group" in rows.columns
+                else rows["path"].astype(str),
+            }
+        )
+        videos = []
+        for path, g in clips.groupby("path", sort=False):
+            base = {"path": path, "y_true": g["y_true"].iloc[0], "_group": g["_group"].iloc[0]}
+            videos.append(
+                {**base, "frame": ALL, "protocol": f"all clips (n={len(g)})", "y_pred": g["y_pred"].mean()}
+            )
+            pick = g.iloc[self._one_clip(len(g), str(path))]
+            videos.append(
+                {
+                    **base,
+                    "frame": ONE,
+                    "protocol": f"one clip (start {pick['frame']})",
+                    "y_pred": pick["y_pred"],
+                }
+            )
+        out = pd.concat([clips, pd.DataFrame(videos, columns=clips.columns)], ignore_index=True)
+        from sonokit.clinical import get_thresholds
+
+        preset = get_thresholds(self.opts.thresholds)
+        out["class_pred"] = [preset.classify(v) if np.isfinite(v) else "" for v in out["y_pred"]]
+        out["class_true"] = [preset.classify(v) if np.isfinite(v) else "" for v in out["y_true"]]
+        return out
+
+    def score(self, collected: dict[str, np.ndarray], items: pd.DataFrame, metric: str) -> float:
+        rows = items.iloc[collected["index"]]
+        per_video = pd.DataFrame(
+            {"path": rows["path"].to_numpy(), "y": collected["y"], "p": collected["pred"]}
+        )
+        per_video = per_video.groupby("path", sort=False).mean()
+        t, p = per_video["y"].to_numpy(float), per_video["p"].to_numpy(float)
+        fns = {
+            "mae": lambda: float(np.mean(np.abs(p - t))),
+            "rmse": lambda: float(np.sqrt(np.mean((p - t) ** 2))),
+            "r2": lambda: regression_metrics(t, p, 0)["r2"] or float("nan"),
+        }
+        if metric not in fns:
+            raise InputError(f"unknown monitor metric {metric!r} for ef; choose from {sorted(fns)}")
+        return fns[metric]()
+
+    def metrics(self, preds: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+        allc = _mean_ef_rows(preds, ALL).dropna(subset=["y_true"])
+        one = _mean_ef_rows(preds, ONE).dropna(subset=["y_true"])
+        groups = allc["_group"].to_numpy() if self.cfg.bootstrap_by_group else None
+        out = ef_metrics(allc["y_true"], allc["y_pred"], n_boot, seed, groups)
+        o = self.opts
+        out["protocol"] = (
+            f"all clips: {o.frames} frames every {o.period}, a clip every {o.clip_stride} frames"
+        )
+        out["n_videos"] = int(len(allc))
+        out["n_clips"] = int((preds["protocol"] == "clip").sum())
+        ogroups = one["_group"].to_numpy() if self.cfg.bootstrap_by_group else None
+        out.update(ef_metrics(one["y_true"], one["y_pred"], n_boot, seed, ogroups, prefix="one_clip_"))
+        out.update(baseline_metrics(allc["y_true"].to_numpy(float), self.train_mean, n_boot, seed, groups))
+        out["heart_function"] = class_agreement(allc["y_true"], allc["y_pred"], o.thresholds)
+        out["heart_function_one_clip"] = class_agreement(one["y_true"], one["y_pred"], o.thresholds)
+        return out
+
+    def plots(self, preds: pd.DataFrame, metrics: dict[str, Any], plot_dir: Path, split: str) -> list[Path]:
+        from sonokit.evaluate.plots import plot_bland_altman, plot_confusion, plot_pred_vs_true
+
+        allc = _mean_ef_rows(preds, ALL).dropna(subset=["y_true"])
+        one = _mean_ef_rows(preds, ONE).dropna(subset=["y_true"])
+        if allc.empty:
+            return []
+        hf = metrics["heart_function"]
+        first = [
+            plot_pred_vs_true(
+                allc["y_true"],
+                allc["y_pred"],
+                plot_dir / f"ef_pred_vs_true_{split}.png",
+                "EF (%)",
+                f"{split}: all clips, MAE {metrics['mae']:.2f} (mean predictor "
+                f"{metrics['baseline_mae'] or float('nan'):.2f})",
+            )
+        ]
+        if split != "test":  # model selection needs one look; the full set is for the held-out test split
+            return first
+        return first + [
+            plot_bland_altman(
+                allc["y_true"], allc["y_pred"], plot_dir / f"ef_bland_altman_{split}.png", "EF (%)"
+            ),
+            plot_pred_vs_true(
+                one["y_true"],
+                one["y_pred"],
+                plot_dir / f"ef_pred_vs_true_one_clip_{split}.png",
+                "EF (%)",
+                f"{split}: one clip, MAE {metrics['one_clip_mae']:.2f}",
+            ),
+            plot_confusion(
+                hf["confusion_matrix"],
+                hf["labels"],
+                plot_dir / f"ef_classes_{split}.png",
+                f"{split}: heart function ({hf['thresholds']})",
+            ),
+        ]
+
+    # ------------------------------------------------------------------ model card and prediction
+
+    def input_spec(self) -> dict[str, Any]:
+        spec = super().input_spec()
+        o = self.opts
+        spec.update(
+            layout="(B, C, T, H, W) clip",
+            frames=o.frames,
+            period=o.period,
+            clip_stride=o.clip_stride,
+            fps=self.train_fps,
+            preprocess="frames at size x size used as they are; others: sector crop, centred zero pad, resize",
+        )
+        return spec
+
+    def state(self) -> dict[str, Any]:
+        return {"classes": None, "train_mean": self.train_mean, "train_fps": self.train_fps}
+
+    def load_state(self, card: dict[str, Any]) -> None:
+        self.train_mean = card.get("train_mean")
+        self.train_fps = card.get("train_fps")
+
+    def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+        from sonokit.echo.frames import count_cine_frames
+
+        rows, errors = [], []
+        for f in files:
+            try:
+                n, fps = count_cine_frames(f)
+                if n < 3:
+                    raise InputError(f"{n} frame(s): EF needs a cine", f)
+                rows.append(
+                    {
+                        "path": str(f),
+                        "name": Path(f).name,
+                        "ef": np.nan,
+                        "group": str(f),
+                        "split": "",
+                        "fps": fps,
+                        "n_frames": n,
+                    }
+                )
+            except InputError as err:
+                errors.append((Path(f), str(err)))
+        df = pd.DataFrame(rows, columns=["path", "name", "ef", "group", "split", "fps", "n_frames"])
+        return (self.expand(df) if len(df) else df), errors

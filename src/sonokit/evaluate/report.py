@@ -1,0 +1,154 @@
+"""report.html: one self-contained page per run (inline PNGs, metrics with CIs, model card, disclaimer).
+
+Self-contained so it can be mailed or archived alone; everything is escaped, nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from sonokit.utils import atomic_write_text
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+.warn{background:#fff3cd;border:1px solid #e0c36c;padding:.6em 1em;border-radius:4px;font-weight:600}
+table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+.plots{display:flex;flex-wrap:wrap;gap:1em} figure{margin:0} figcaption{font-size:.8em;color:#555}
+img{max-width:520px;border:1px solid #eee} .small img{max-width:260px}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _ci(ci: Any) -> str:
+    return (
+        f"[{ci[0]:.4f}, {ci[1]:.4f}]" if isinstance(ci, list) and len(ci) == 2 and None not in ci else "n/a"
+    )
+
+
+def _kv_table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    rows = [
+        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>{_ci(metrics.get(f'{k}_ci95'))}</td></tr>"
+        for k, v in metrics.items()
+        if f"{k}_ci95" in metrics
+    ]
+    head = "<tr><th>metric</th><th>value</th><th>95% CI</th></tr>"
+    extra = []
+    for key in ("n", "n_groups", "n_videos", "video_rule", "loss", "ci_method"):
+        if key in metrics:
+            extra.append((key, metrics[key]))
+    return f"<table>{head}{''.join(rows)}</table>" + _kv_table(extra)
+
+
+def _per_class_table(per_class: dict[str, dict[str, Any]]) -> str:
+    head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{_fmt(v['precision'])}</td><td>{_fmt(v['recall'])}</td>"
+        f"<td>{_fmt(v['f1'])}</td><td>{v['support']}</td></tr>"
+        for c, v in per_class.items()
+    )
+    return f"<table>{head}{rows}</table>"
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+    )
+
+
+def _cv_table(cv: dict[str, Any]) -> str:
+    head = "<tr><th>metric</th><th>mean</th><th>std</th><th>per fold</th></tr>"
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{_fmt(v.get('mean'))}</td><td>{_fmt(v.get('std'))}</td>"
+        f"<td>{', '.join(_fmt(x) for x in v.get('values', []))}</td></tr>"
+        for k, v in cv.get("metrics", {}).items()
+    )
+    return f"<table>{head}{rows}</table>"
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Build run_dir/report.html from model_card.json, metrics_*.json and plots/*.png (whatever exists)."""
+    run_dir = Path(run_dir)
+    card: dict[str, Any] = {}
+    if (run_dir / "model_card.json").is_file():
+        card = json.loads((run_dir / "model_card.json").read_text(encoding="utf-8"))
+    parts = [
+        f"<h1>sonokit run: {html.escape(str(card.get('name', run_dir.name)))}</h1>",
+        f"<p>task <b>{html.escape(str(card.get('task', '?')))}</b></p>",
+        '<p class="warn">Research software, not for clinical use. These numbers describe this data set only; '
+        "they are not evidence of clinical performance.</p>",
+    ]
+    if card:
+        arch = card.get("architecture", {})
+        data = card.get("training_data", {})
+        parts += [
+            "<h2>Model card</h2>",
+            _kv_table(
+                [
+                    (
+                        "architecture",
+                        f"{arch.get('name')} (head {arch.get('head')}, {arch.get('params', '?')} params)",
+                    ),
+                    ("classes", ", ".join(card.get("classes") or []) or "n/a"),
+                    ("input", json.dumps(card.get("input", {}))),
+                    ("training data", data.get("path")),
+                    ("items per split", json.dumps(data.get("counts", {}))),
+                    ("patients per split", json.dumps(data.get("groups", {}))),
+                    ("training", json.dumps(card.get("training", {}))),
+                    ("seed", card.get("seed")),
+                    ("config hash", card.get("config_hash")),
+                    ("versions", ", ".join(f"{k} {v}" for k, v in card.get("versions", {}).items())),
+                    ("intended use", card.get("intended_use")),
+                    ("disclaimer", card.get("disclaimer")),
+                ]
+            ),
+        ]
+    if (run_dir / "metrics_cv.json").is_file():
+        cv = json.loads((run_dir / "metrics_cv.json").read_text(encoding="utf-8"))
+        parts += [f"<h2>Cross-validation ({cv.get('folds')} folds, held-out fold)</h2>", _cv_table(cv)]
+    for path in sorted(run_dir.glob("metrics_*.json")):
+        if path.stem == "metrics_cv":
+            continue
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        split = path.stem[len("metrics_") :]
+        parts += [f"<h2>Metrics: {html.escape(split)}</h2>", _metrics_table(metrics)]
+        if "per_class" in metrics:
+            parts.append(_per_class_table(metrics["per_class"]))
+    plots = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
+    main = [p for p in plots if not p.name.startswith("gradcam_")]
+    cams = [p for p in plots if p.name.startswith("gradcam_")]
+    if main:
+        parts += ["<h2>Plots</h2>", '<div class="plots">', *(_img(p) for p in main), "</div>"]
+    if cams:
+        parts += [
+            "<h2>Grad-CAM (test images)</h2>",
+            '<div class="plots small">',
+            *(_img(p) for p in cams),
+            "</div>",
+        ]
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>sonokit report: {html.escape(run_dir.name)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )
+    return atomic_write_text(run_dir / "report.html", page)

@@ -1,0 +1,241 @@
+"""The Task: everything the one training engine must know about a system, and nothing the engine does itself.
+
+A task turns a config into an index and datasets, builds the network and its loss, runs a batch through it,
+turns outputs into prediction rows and rows into metrics and plots. The engine only loops, optimises,
+checkpoints and writes files, so an image classifier, a video regressor (echo EF) and a box detector share it.
+
+Batch contract: a dataset item is a dict of tensors (default-collated, or by `Task.collate`) with an int
+"index" (the row of the split's index DataFrame it came from). The engine moves every tensor to the device and
+passes the batch back to the task untouched; `collect` returns numpy arrays keyed by name, always with "index".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from sonokit.errors import InputError
+from sonokit.train.config import TrainConfig
+from sonokit.utils import get_logger
+
+log = get_logger(__name__)
+
+
+class TaskOptions(BaseModel):
+    """Base for a task's own options (the `options:` mapping of the config); unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """Wrap a (tensor, target) dataset into dict items with a per-sample seeded augmentation.
+
+    The augmentation seed is derived from (run seed, item index, epoch), so a sample is augmented identically
+    whichever worker, batch order or resumed process draws it: resuming after a kill repeats the same numbers.
+    """
+
+    def __init__(
+        self, base: torch.utils.data.Dataset, augment: Callable[..., Any] | None = None, seed: int = 0
+    ):
+        self.base = base
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        x, y = self.base[index]
+        if self.augment is not None:
+            from sonokit.augment import derive_seed
+
+            x = self.augment(x, seed=derive_seed(self.seed, index, self.epoch))
+        return {"x": x, "y": torch.as_tensor(y), "index": index}
+
+
+class Task:
+    """Base class; subclasses set the class attributes and override the hooks they need."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "classification"  # "classification" | "regression" | "detection"
+    #: metric watched for early stopping and best-checkpoint selection, and whether higher is better
+    monitor: ClassVar[tuple[str, str]] = ("macro_f1", "max")
+    #: config defaults for this task; configs/<name>.yaml mirrors them (a test keeps the two equal)
+    defaults: ClassVar[dict[str, Any]] = {}
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
+    #: may a horizontal flip be used as augmentation (never for echo: it swaps the heart's sides)
+    allow_hflip: ClassVar[bool] = True
+    intended_use: ClassVar[str] = "Research on ultrasound image analysis."
+    collate: ClassVar[Callable[[list[Any]], Any] | None] = None
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.opts = self.Options(**cfg.options)
+        self.classes: list[str] | None = None
+
+    # ------------------------------------------------------------------ data
+
+    def read_index(self) -> pd.DataFrame:
+        """The dataset's index (path, label, group, split) from cfg.data; split may be "" (assigned later)."""
+        raise NotImplementedError
+
+    def prepare_index(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Read the index, fix the class list and fill missing splits by patient group."""
+        from sonokit.data.splits import assign_splits
+
+        df = self.read_index() if df is None else df
+        if df.empty:
+            raise InputError("the dataset index has no rows", self.cfg.data)
+        self.setup_classes(df)
+        fractions = (
+            1.0 - self.cfg.val_fraction - self.cfg.test_fraction,
+            self.cfg.val_fraction,
+            self.cfg.test_fraction,
+        )
+        return assign_splits(df, fractions, seed=self.cfg.seed)
+
+    def setup_classes(self, df: pd.DataFrame) -> None:
+        """Fix self.classes from the index (classification) or leave None (regression)."""
+
+    def expand(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Turn a split's index rows into item rows (e.g. one row per sampled video frame)."""
+        return df.reset_index(drop=True)
+
+    def build_dataset(self, df: pd.DataFrame, train: bool) -> torch.utils.data.Dataset:
+        """A dataset of dict items over item rows `df` (already expanded); augmentation only when `train`."""
+        raise NotImplementedError
+
+    def check_items(self, items: pd.DataFrame) -> None:
+        """Fail before training on a file that cannot be read (default: verify every still image)."""
+        verify_images(items["path"].astype(str).unique())
+
+    def sample_weights(self, df: pd.DataFrame) -> np.ndarray | None:
+        """Per-item weights for balanced sampling (None: the task does not support it)."""
+        return None
+
+    def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
+        """Training-data facts for the model card: counts only, never patient identifiers."""
+        return {
+            "path": str(self.cfg.data),
+            "counts": {split: int(len(df)) for split, df in items.items()},
+            "groups": {split: int(index.loc[index["split"] == split, "group"].nunique()) for split in items}
+            if "group" in index.columns
+            else None,
+        }
+
+    # ------------------------------------------------------------------ model and step
+
+    def build_model(self, load_init_weights: bool = True) -> nn.Module:
+        """The network; `load_init_weights=False` when the weights will come from a run folder."""
+        raise NotImplementedError
+
+    def setup_loss(self, train_items: pd.DataFrame, device: torch.device) -> None:
+        """Build the loss (class weights etc.) once the training items and device are known."""
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def has_targets(self, batch: dict[str, Any]) -> bool:
+        """False for unlabelled items (prediction on new files): the engine then skips the loss."""
+        y = batch.get("y")
+        return y is not None and bool((y >= 0).all()) if isinstance(y, torch.Tensor) else False
+
+    def collect(self, outputs: Any, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Detach what the metrics need as numpy arrays; must include "index"."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ predictions and metrics
+
+    def predictions(self, collected: dict[str, np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the predictions CSV (path, frame, y_true, y_pred, ...); columns starting with "_" stay private."""
+        raise NotImplementedError
+
+    def score(self, collected: dict[str, np.ndarray], items: pd.DataFrame, metric: str) -> float:
+        """A fast point value of `metric` for the training log and early stopping (no bootstrap)."""
+        raise NotImplementedError
+
+    def metrics(self, preds: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def plots(self, preds: pd.DataFrame, metrics: dict[str, Any], plot_dir: Path, split: str) -> list[Path]:
+        return []
+
+    def after_evaluate(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        items: pd.DataFrame,
+        preds: pd.DataFrame,
+        plot_dir: Path,
+        split: str,
+    ) -> list[Path]:
+        """Extra outputs after a split is evaluated (e.g. Grad-CAM overlays); default none."""
+        return []
+
+    # ------------------------------------------------------------------ model card and reloading
+
+    def input_spec(self) -> dict[str, Any]:
+        mean, std = self.cfg.channel_stats()
+        return {
+            "channels": self.cfg.channels,
+            "size": [self.cfg.size, self.cfg.size],
+            "mean": mean,
+            "std": std,
+            "scale": "uint8 / 255, then (x - mean) / std",
+        }
+
+    def state(self) -> dict[str, Any]:
+        """What must be stored with the weights to use them again (written into the model card)."""
+        return {"classes": self.classes}
+
+    def load_state(self, card: dict[str, Any]) -> None:
+        self.classes = card.get("classes")
+
+    # ------------------------------------------------------------------ prediction on new files
+
+    def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+        """Item rows for new files (no labels) and (file, reason) for each file that cannot be read."""
+        raise NotImplementedError
+
+
+def normalise_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(x - mean) / std per channel, on x's device and dtype."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    return (x - m) / s
+
+
+def verify_images(paths: Sequence[str]) -> None:
+    """Check every still image's structure now (Pillow's verify: chunk CRCs, no pixel decoding).
+
+    A corrupt test image would otherwise surface only when the test split is evaluated, after the whole training.
+    Files Pillow cannot parse get a full decode by sonokit's reader before they are declared unreadable.
+    """
+    from PIL import Image
+
+    from sonokit.data.frames import may_have_frames, read_image
+    from sonokit.utils import progress
+
+    for path in progress(paths, desc="checking images", total=len(paths), unit="file"):
+        if may_have_frames(path):
+            continue  # videos were opened when their frames were counted
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception:  # Pillow raises OSError, SyntaxError, ValueError...: fall back to a real decode
+            read_image(path)

@@ -1,0 +1,474 @@
+"""Image classification systems: `classify` (any table or image folder), `fetal-plane` and `lus` (lung score).
+
+All three train on single images or single video frames. When an item comes from a video (an AVI, MP4 or
+multi-frame DICOM), its frame predictions are also aggregated into one video row (`frame` = "all") by the
+`video_rule`: "mean" averages the frame probabilities; "max" takes the most severe frame (the highest predicted
+class, and among those the most confident frame), which is how lung ultrasound scores a clip clinically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from sonokit.errors import InputError
+from sonokit.evaluate.metrics import accuracy, auroc_ovr, classification_metrics, macro_f1, top_k_accuracy
+from sonokit.tasks import register_task
+from sonokit.tasks.base import ItemDataset, Task, TaskOptions, normalise_batch
+from sonokit.utils import get_logger
+
+log = get_logger(__name__)
+
+VIDEO_ROW = "all"
+
+
+class ClassificationOptions(TaskOptions):
+    classes: list[str] | None = None  # fixed class order; default: sorted labels of the index
+    video_rule: Literal["mean", "max"] = "mean"
+    frame_every: int = 1  # training/evaluation: use every n-th frame of a video
+    max_frames: int | None = None  # ... and at most this many per video (evenly spread)
+    predict_every: int = 1  # prediction on new videos: every n-th frame gets a row
+    gradcam_samples: int = 0  # Grad-CAM overlays of this many test images in plots/
+
+
+class ClassificationTask(Task):
+    """Softmax classifier over letterboxed grayscale (or RGB) images / frames."""
+
+    kind = "classification"
+    monitor = ("macro_f1", "max")
+    Options = ClassificationOptions
+    opts: ClassificationOptions
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self._criterion: nn.Module | None = None
+
+    # ------------------------------------------------------------------ data
+
+    def read_index(self) -> pd.DataFrame:
+        from sonokit.data import load_index
+
+        if self.cfg.data is None:
+            raise InputError("no dataset given: pass --data PATH")
+        kw: dict[str, Any] = {"path_col": self.cfg.path_col, "label_col": self.cfg.label_col}
+        if self.cfg.group_col:
+            kw["group_col"] = self.cfg.group_col
+        if self.cfg.split_col:
+            kw["split_col"] = self.cfg.split_col
+        df = load_index(self.cfg.data, **kw)
+        if "label" not in df.columns:
+            raise InputError("the dataset has no labels", self.cfg.data)
+        return df
+
+    def setup_classes(self, df: pd.DataFrame) -> None:
+        from sonokit.data import class_names
+        from sonokit.data.validate import require_known_labels
+
+        if self.classes:  # a trained model's classes (from its card) are kept; the data must fit them
+            require_known_labels(df["label"].astype(str), self.classes, self.cfg.data or "index")
+            return
+        classes = list(self.opts.classes) if self.opts.classes else class_names(df)
+        require_known_labels(df["label"].astype(str), classes, self.cfg.data or "index")
+        if len(classes) < 2:
+            raise InputError(f"classification needs at least 2 classes, found {classes}", self.cfg.data)
+        self.classes = classes
+
+    def expand(self, df: pd.DataFrame) -> pd.DataFrame:
+        from sonokit.data import expand_video_frames
+
+        return expand_video_frames(df, every=self.opts.frame_every, max_frames=self.opts.max_frames)
+
+    def build_dataset(self, df: pd.DataFrame, train: bool) -> ItemDataset:
+        from sonokit.data import ImageDataset
+
+        base = ImageDataset(df, self.classes, size=self.cfg.size, channels=self.cfg.channels)
+        return ItemDataset(base, self._augment() if train else None, seed=self.cfg.seed)
+
+    def _augment(self):
+        from sonokit.augment import AugmentConfig, build_augment
+
+        try:
+            aug_cfg = AugmentConfig(**self.cfg.augment)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"config augment: {err}") from err
+        if aug_cfg.hflip and not self.allow_hflip:
+            raise InputError(f"task {self.name!r} does not allow augment.hflip (it changes the anatomy)")
+        return build_augment(aug_cfg) if aug_cfg.enabled else None
+
+    def _targets(self, df: pd.DataFrame) -> np.ndarray:
+        lookup = {c: i for i, c in enumerate(self.classes or [])}
+        return df["label"].astype(str).map(lookup).to_numpy(dtype=np.int64)
+
+    def class_counts(self, df: pd.DataFrame) -> np.ndarray:
+        return np.bincount(self._targets(df), minlength=len(self.classes or []))
+
+    def sample_weights(self, df: pd.DataFrame) -> np.ndarray:
+        """1 / class frequency per item: a WeightedRandomSampler then draws classes equally often."""
+        counts = self.class_counts(df).astype(float)
+        return 1.0 / counts[self._targets(df)]
+
+    def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
+        info = super().describe_data(index, items)
+        info["class_counts"] = {
+            split: dict(zip(self.classes or [], self.class_counts(df).tolist(), strict=True))
+            for split, df in items.items()
+        }
+        from sonokit.data.frames import may_have_frames
+
+        videos = {
+            split: sum(may_have_frames(p) for p in df["path"].astype(str).unique())
+            for split, df in items.items()
+        }
+        if any(videos.values()):
+            info["videos"] = videos
+        return info
+
+    # ------------------------------------------------------------------ model and step
+
+    def build_model(self, load_init_weights: bool = True) -> nn.Module:
+        from sonokit.models import create
+
+        return create(
+            self.cfg.model,
+            num_classes=len(self.classes or []),
+            in_chans=self.cfg.channels,
+            head=self.cfg.head,
+            pretrained=self.cfg.pretrained if load_init_weights else None,
+            weights=self.cfg.weights if load_init_weights else None,
+            dropout=self.cfg.dropout,
+            img_size=self.cfg.size,
+        )
+
+    def setup_loss(self, train_items: pd.DataFrame, device: torch.device) -> None:
+        weight = None
+        if self.cfg.balance == "weights":
+            counts = self.class_counts(train_items).astype(float)
+            # inverse frequency, mean 1 over the classes present; absent classes get weight 0
+            w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+            weight = torch.tensor(w, dtype=torch.float32, device=device)
+        self._criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        mean, std = self.cfg.channel_stats()
+        return model(normalise_batch(batch["x"], mean, std))
+
+    def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        if self._criterion is None:
+            self._criterion = nn.CrossEntropyLoss()
+        return self._criterion(outputs.float(), batch["y"].long())
+
+    def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {
+            "index": batch["index"].detach().cpu().numpy(),
+            "probs": torch.softmax(outputs.detach().float(), dim=1).cpu().numpy(),
+            "y": batch["y"].detach().cpu().numpy(),
+        }
+
+    # ------------------------------------------------------------------ predictions and metrics
+
+    def prob_columns(self) -> list[str]:
+        return [f"p_{c}" for c in self.classes or []]
+
+    def predictions(self, collected: dict[str, np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
+        classes = np.asarray(self.classes, dtype=object)
+        rows = items.iloc[collected["index"]].reset_index(drop=True)
+        probs = collected["probs"]
+        y = collected["y"]
+        frames = _frame_strings(rows)
+        out = pd.DataFrame(
+            {
+                "path": rows["path"].astype(str).to_numpy(),
+                "frame": frames,
+                "y_true": np.where(y >= 0, classes[np.clip(y, 0, None)], ""),
+                "y_pred": classes[probs.argmax(axis=1)],
+            }
+        )
+        for j, col in enumerate(self.prob_columns()):
+            out[col] = probs[:, j]
+        out["_group"] = rows["group"].astype(str).to_numpy() if "group" in rows.columns else out["path"]
+        video = self._video_rows(out)
+        return pd.concat([out, video], ignore_index=True) if len(video) else out
+
+    def _video_rows(self, frames: pd.DataFrame) -> pd.DataFrame:
+        """One aggregated row per video with more than one frame row."""
+        cols = self.prob_columns()
+        multi = frames[frames["frame"] != ""]
+        sizes = multi.groupby("path", sort=False)["frame"].transform("size")
+        multi = multi[sizes > 1]
+        if multi.empty:
+            return pd.DataFrame(columns=frames.columns)
+        lookup = {c: i for i, c in enumerate(self.classes or [])}
+        out = []
+        for path, g in multi.groupby("path", sort=False):
+            probs = g[cols].to_numpy(dtype=float)
+            truths = [t for t in g["y_true"] if t != ""]
+            if self.opts.video_rule == "mean":
+                p = probs.mean(axis=0)
+                y_true = pd.Series(truths).mode().iloc[0] if truths else ""
+            else:
+                pred = probs.argmax(axis=1)
+                worst = pred.max()
+                candidates = np.flatnonzero(pred == worst)
+                p = probs[candidates[np.argmax(probs[candidates, worst])]]
+                y_true = max(truths, key=lookup.__getitem__) if truths else ""
+            row = {
+                "path": path,
+                "frame": VIDEO_ROW,
+                "y_true": y_true,
+                "y_pred": self.classes[int(np.argmax(p))],
+            }
+            row.update(dict(zip(cols, p, strict=True)))
+            row["_group"] = g["_group"].iloc[0]
+            out.append(row)
+        return pd.DataFrame(out, columns=frames.columns)
+
+    def score(self, collected: dict[str, np.ndarray], items: pd.DataFrame, metric: str) -> float:
+        y, probs = collected["y"], collected["probs"]
+        if metric.startswith("video_"):
+            preds = self.predictions(collected, items)
+            video = preds[preds["frame"] == VIDEO_ROW]
+            if video.empty:
+                raise InputError(f"monitor {metric!r} needs video inputs, but no item comes from a video")
+            y, probs = self._encode(video["y_true"]), video[self.prob_columns()].to_numpy(dtype=float)
+            metric = metric[len("video_") :]
+        fns = {
+            "accuracy": lambda: accuracy(y, probs.argmax(axis=1)),
+            "macro_f1": lambda: macro_f1(y, probs.argmax(axis=1), len(self.classes or [])),
+            "top2_accuracy": lambda: top_k_accuracy(y, probs, 2),
+            "auroc": lambda: auroc_ovr(y, probs),
+        }
+        if metric not in fns:
+            raise InputError(
+                f"unknown monitor metric {metric!r} for classification; choose from {sorted(fns)}"
+            )
+        return fns[metric]()
+
+    def _encode(self, labels: pd.Series) -> np.ndarray:
+        lookup = {c: i for i, c in enumerate(self.classes or [])}
+        return labels.astype(str).map(lookup).to_numpy(dtype=np.int64)
+
+    def metrics(self, preds: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+        """Frame/image-level metrics; with video rows also video_accuracy, video_macro_f1, video_auroc."""
+        cols = self.prob_columns()
+        labelled = preds[preds["y_true"] != ""]
+        items = labelled[labelled["frame"] != VIDEO_ROW]
+        groups = items["_group"].to_numpy() if self.cfg.bootstrap_by_group else None
+        out = classification_metrics(
+            self._encode(items["y_true"]),
+            items[cols].to_numpy(float),
+            self.classes or [],
+            n_boot,
+            seed,
+            groups,
+        )
+        video = labelled[labelled["frame"] == VIDEO_ROW]
+        if not video.empty:
+            vgroups = video["_group"].to_numpy() if self.cfg.bootstrap_by_group else None
+            vm = classification_metrics(
+                self._encode(video["y_true"]),
+                video[cols].to_numpy(float),
+                self.classes or [],
+                n_boot,
+                seed,
+                vgroups,
+            )
+            out["n_videos"] = vm["n"]
+            out["video_rule"] = self.opts.video_rule
+            for key in ("accuracy", "macro_f1", "auroc"):
+                out[f"video_{key}"] = vm[key]
+                out[f"video_{key}_ci95"] = vm[f"{key}_ci95"]
+            out["video_confusion_matrix"] = vm["confusion_matrix"]
+        return out
+
+    def plots(self, preds: pd.DataFrame, metrics: dict[str, Any], plot_dir: Path, split: str) -> list[Path]:
+        from sonokit.evaluate.plots import plot_confusion, plot_reliability, plot_roc
+
+        labelled = preds[(preds["y_true"] != "") & (preds["frame"] != VIDEO_ROW)]
+        if labelled.empty:
+            return []
+        y = self._encode(labelled["y_true"])
+        probs = labelled[self.prob_columns()].to_numpy(float)
+        unit = "frames" if (labelled["frame"] != "").any() else "images"
+        out = [
+            plot_confusion(
+                metrics["confusion_matrix"],
+                self.classes,
+                plot_dir / f"confusion_{split}.png",
+                f"{split}: {unit} (n={len(y)})",
+            ),
+            plot_roc(y, probs, self.classes, plot_dir / f"roc_{split}.png", f"{split}: ROC one-vs-rest"),
+            plot_reliability(probs, y, plot_dir / f"reliability_{split}.png"),
+        ]
+        if "video_confusion_matrix" in metrics:
+            out.append(
+                plot_confusion(
+                    metrics["video_confusion_matrix"],
+                    self.classes,
+                    plot_dir / f"confusion_video_{split}.png",
+                    f"{split}: videos, {self.opts.video_rule} rule (n={metrics['n_videos']})",
+                )
+            )
+        return out
+
+    def after_evaluate(self, model, dataset, items, preds, plot_dir, split) -> list[Path]:
+        if split != "test" or self.opts.gradcam_samples <= 0 or len(items) == 0:
+            return []
+        return save_gradcams(self, model, dataset, preds, plot_dir, self.opts.gradcam_samples)
+
+    # ------------------------------------------------------------------ model card and prediction
+
+    def input_spec(self) -> dict[str, Any]:
+        spec = super().input_spec()
+        spec.update(
+            resize="letterbox (aspect kept, zero padding)",
+            color="gray (BT.601 luminance)" if self.cfg.channels == 1 else "rgb",
+            frames={
+                "every": self.opts.frame_every,
+                "max": self.opts.max_frames,
+                "video_rule": self.opts.video_rule,
+            },
+        )
+        return spec
+
+    def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+        from sonokit.data.frames import count_frames, may_have_frames, read_image, sample_indices
+
+        rows: list[dict[str, Any]] = []
+        errors: list[tuple[Path, str]] = []
+        for f in files:
+            try:
+                if may_have_frames(f):
+                    for i in sample_indices(count_frames(f), self.opts.predict_every):
+                        rows.append({"path": str(f), "frame": int(i)})
+                else:
+                    read_image(f)  # decode once now: a corrupt file is reported here, not mid-batch
+                    rows.append({"path": str(f)})
+            except InputError as err:
+                errors.append((f, str(err)))
+        df = pd.DataFrame(rows, columns=["path", "frame"])
+        if "frame" in df.columns and df["frame"].isna().all():
+            df = df.drop(columns="frame")
+        return df, errors
+
+
+def _frame_strings(rows: pd.DataFrame) -> np.ndarray:
+    """ "" for still images, the frame number for frames of videos/DICOM."""
+    from sonokit.data.frames import may_have_frames
+
+    if "frame" not in rows.columns:
+        return np.full(len(rows), "", dtype=object)
+    frames = pd.to_numeric(rows["frame"], errors="coerce")
+    paths = rows["path"].astype(str)
+    multi = {p: may_have_frames(p) for p in paths.unique()}
+    is_multi = paths.map(multi).to_numpy()
+    return np.array(
+        [str(int(f)) if m and np.isfinite(f) else "" for f, m in zip(frames, is_multi, strict=True)],
+        dtype=object,
+    )
+
+
+def save_gradcams(
+    task: ClassificationTask,
+    model: nn.Module,
+    dataset: ItemDataset,
+    preds: pd.DataFrame,
+    plot_dir: Path,
+    n: int,
+) -> list[Path]:
+    """Grad-CAM overlays for up to n test items, spread over the true classes (seeded choice)."""
+    from sonokit.evaluate.plots import plot_overlay
+    from sonokit.explain import gradcam, overlay_heatmap
+
+    items = preds[preds["frame"] != VIDEO_ROW].reset_index(drop=True)
+    rng = np.random.default_rng(task.cfg.seed)
+    order = rng.permutation(len(items))
+    # round-robin over true classes so every class shows up before any repeats
+    by_class: dict[str, list[int]] = {}
+    for i in order:
+        by_class.setdefault(str(items.at[i, "y_true"]), []).append(int(i))
+    chosen: list[int] = []
+    while len(chosen) < min(n, len(items)):
+        for members in by_class.values():
+            if members and len(chosen) < n:
+                chosen.append(members.pop(0))
+    mean, std = task.cfg.channel_stats()
+    device = next(model.parameters()).device
+    out = []
+    for k, i in enumerate(chosen):
+        x, _ = dataset.base[i]
+        image = dataset.base.load(i)
+        x = normalise_batch(x.unsqueeze(0).to(device), mean, std)
+        target = int(np.argmax(items.loc[i, task.prob_columns()].to_numpy(float)))
+        heat = gradcam(model, x, target=target)
+        overlay = overlay_heatmap(image[:, :, 0] if image.shape[2] == 1 else image, heat)
+        p = float(items.loc[i, task.prob_columns()[target]])
+        title = f"true: {items.at[i, 'y_true']} | pred: {items.at[i, 'y_pred']} ({p:.2f})"
+        out.append(plot_overlay(overlay, plot_dir / f"gradcam_{k:02d}.png", title))
+    return out
+
+
+@register_task
+class ClassifyTask(ClassificationTask):
+    name = "classify"
+    intended_use = (
+        "Research and teaching: image classification on any labelled ultrasound image folder or table. "
+        "Not validated for any clinical purpose."
+    )
+    defaults = {"model": "tinycnn", "size": 96, "epochs": 15, "batch_size": 32, "lr": 0.005}
+
+
+@register_task
+class FetalPlaneTask(ClassificationTask):
+    name = "fetal-plane"
+    intended_use = (
+        "Research: recognise the standard fetal plane (abdomen, brain, femur, thorax), maternal cervix or other in a "
+        "single 2D obstetric ultrasound image (FETAL_PLANES_DB layout). Not validated for any clinical purpose."
+    )
+    defaults = {
+        "model": "tinycnn",
+        "size": 96,
+        "epochs": 15,
+        "batch_size": 32,
+        "lr": 0.005,
+        "augment": {"hflip": True},
+        "options": {"gradcam_samples": 8},
+    }
+
+    def read_index(self) -> pd.DataFrame:
+        from sonokit.data import read_fetal_planes
+
+        if self.cfg.data is None:
+            raise InputError("no dataset given: pass --data FETAL_PLANES_DB_FOLDER")
+        return read_fetal_planes(self.cfg.data)
+
+    def setup_classes(self, df: pd.DataFrame) -> None:
+        from sonokit.data.fetal_planes import FETAL_PLANES
+
+        if not self.opts.classes and not self.classes:
+            # the published order, whatever subset of planes this copy of the data holds
+            self.opts = self.opts.model_copy(update={"classes": list(FETAL_PLANES)})
+        super().setup_classes(df)
+
+
+@register_task
+class LUSTask(ClassificationTask):
+    name = "lus"
+    intended_use = (
+        "Research: lung ultrasound aeration score 0-3 per frame and per clip (max rule: the clip takes its most "
+        "severe frame). Not validated for any clinical purpose."
+    )
+    defaults = {
+        "model": "tinycnn",
+        "size": 96,
+        "epochs": 12,
+        "batch_size": 32,
+        "lr": 0.005,
+        "augment": {"hflip": True},
+        "options": {"classes": ["0", "1", "2", "3"], "video_rule": "max", "frame_every": 2, "max_frames": 16},
+    }

@@ -1,0 +1,646 @@
+"""The one training engine: seeded loaders, AdamW with a cosine or plateau schedule, early stopping, atomic
+best/last checkpoints, exact resume, bf16 autocast on GPUs, torchrun data parallelism, and the run folder.
+
+The engine knows nothing about images, videos or boxes: the Task builds datasets and the model, computes the loss
+from a batch and turns outputs into prediction rows and metrics (see sonokit.tasks.base).
+
+Resume is exact: the last checkpoint holds model, optimizer, scheduler, RNG states, the best metric and the log;
+the shuffling generator is re-seeded from (seed, epoch) and augmentation is seeded per (seed, item, epoch), so
+epochs 3-4 after a kill at epoch 2 draw the same batches and augmentations as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from sonokit.errors import InputError, ModelError
+from sonokit.tasks import Task, get_task
+from sonokit.train import distributed as D
+from sonokit.train.checkpoint import (
+    load_checkpoint,
+    read_weights,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+    set_rng_state,
+    unwrap,
+)
+from sonokit.train.config import TrainConfig
+from sonokit.utils import atomic_write_text, get_logger, progress, seed_everything, write_csv
+
+log = get_logger(__name__)
+
+SPLITS = ("train", "val", "test")
+LOG_COLUMNS = ["epoch", "phase", "loss", "metric", "seconds", "lr"]
+CHECKPOINT = "checkpoint_last.pt"
+WEIGHTS = "model.safetensors"
+LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "ece", "video_mae"})
+
+
+@dataclass
+class EpochEnd:
+    """What a callback sees after each epoch (after the checkpoint is on disk)."""
+
+    epoch: int  # completed epochs, 1-based
+    epochs: int
+    train_loss: float
+    val_loss: float
+    metric: float
+    best_metric: float | None
+    improved: bool
+    run_dir: Path
+
+
+Callback = Callable[[EpochEnd], None]
+
+
+@dataclass
+class RunState:
+    epoch: int = 0
+    best_metric: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """runs/<task>/<model>-s<seed>: named by what produced it."""
+    return Path("runs") / cfg.task / f"{cfg.model}-s{cfg.seed}"
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA devices that support it ("auto"), nothing on CPU unless asked for."""
+    if cfg.amp == "off":
+        return None
+    if cfg.amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move every tensor of a (nested) batch; 4-D float tensors optionally to channels_last memory format."""
+    if isinstance(batch, torch.Tensor):
+        t = batch.to(device, non_blocking=True)
+        if channels_last and t.ndim == 4 and t.is_floating_point():
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device, channels_last) for v in batch)
+    return batch
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([abs(seed), epoch]).generate_state(1)[0])
+
+
+def _worker_init(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; numpy and random follow from it
+    import random
+
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)  # noqa: NPY002 (third-party code in workers draws from the legacy global RNG)
+    random.seed(s)
+
+
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    task: Task,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    *,
+    sampler: torch.utils.data.Sampler | None = None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=task.collate,
+        pin_memory=device.type == "cuda",
+        drop_last=drop_last,
+        generator=generator,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+    )
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases and normalisation parameters (1-D) get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, mode: str) -> Any:
+    """Per-epoch schedule: linear warmup then cosine to lr * min_lr_ratio; or reduce-on-plateau; or constant."""
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
+    if cfg.scheduler == "none":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+    warm, total, floor = cfg.warmup_epochs, cfg.epochs, cfg.min_lr_ratio
+
+    def factor(epoch: int) -> float:
+        if epoch < warm:
+            return (epoch + 1) / (warm + 1)
+        span = max(total - warm, 1)
+        progress_ = min((epoch - warm) / span, 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress_))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def infer(
+    task: Task,
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    desc: str = "eval",
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Run a loader through the model without gradients: (mean loss or NaN when unlabelled, collected arrays)."""
+    model.eval()
+    parts: list[dict[str, np.ndarray]] = []
+    loss_sum, count = 0.0, 0
+    with torch.no_grad():
+        for batch in progress(loader, desc=desc, total=len(loader), unit="batch"):
+            batch = to_device(batch, device, channels_last)
+            with autocast(device, dtype):
+                outputs = task.forward(model, batch)
+                labelled = task.has_targets(batch)
+                loss = task.loss(outputs, batch) if labelled else None
+            n = len(batch["index"])
+            if loss is not None:
+                loss_sum += float(loss) * n
+                count += n
+            parts.append(task.collect(outputs, batch))
+    return (loss_sum / count if count else math.nan), concat_parts(parts)
+
+
+def concat_parts(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not parts:
+        return {"index": np.zeros(0, dtype=np.int64)}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return True
+    if not math.isfinite(value):
+        return False
+    return value > best if mode == "max" else value < best
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+def split_items(task: Task, index: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Item rows per split (frames expanded); empty splits are left out."""
+    items = {}
+    for split in SPLITS:
+        rows = index[index["split"] == split]
+        if len(rows):
+            items[split] = task.expand(rows)
+    return items
+
+
+class Trainer:
+    """One training run into one run folder. Use `fit()` or `train()` rather than this class directly."""
+
+    def __init__(
+        self,
+        task: Task,
+        index: pd.DataFrame,
+        run_dir: Path,
+        dist: D.DistInfo,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.task = task
+        self.cfg = task.cfg
+        self.index = index
+        self.run_dir = Path(run_dir)
+        self.dist = dist
+        self.device = dist.device
+        self.callbacks = list(callbacks)
+        self.dtype = amp_dtype(self.cfg, self.device)
+        self.metric_name, self.mode = task.monitor
+        if self.cfg.monitor and self.cfg.monitor != self.metric_name:
+            self.metric_name = self.cfg.monitor
+            self.mode = "min" if self.cfg.monitor in LOWER_IS_BETTER else "max"
+
+    # -------------------------------------------------------------------- setup
+
+    def _check_run_dir(self) -> None:
+        ckpt = self.run_dir / CHECKPOINT
+        if self.cfg.resume:
+            if not ckpt.is_file():
+                raise InputError(f"cannot resume: no {CHECKPOINT} in the run folder", self.run_dir)
+        elif ckpt.exists() or (self.run_dir / WEIGHTS).exists():
+            raise InputError(
+                "run folder already holds a run; pass --resume to continue it, or choose another --out",
+                self.run_dir,
+            )
+
+    def _setup(self) -> None:
+        cfg, task = self.cfg, self.task
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.items = split_items(task, self.index)
+        if "train" not in self.items:
+            raise InputError("no training rows after splitting", cfg.data)
+        if "val" not in self.items:
+            log.warning("no validation rows: early stopping and best-model choice use the training metric")
+        for df in self.items.values():
+            task.check_items(df)
+        self.train_ds = task.build_dataset(self.items["train"], train=True)
+        self.val_ds = task.build_dataset(self.items["val"], train=False) if "val" in self.items else None
+
+        model = task.build_model().to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        if self.dist.enabled and cfg.balance == "sampler":
+            log.warning("balance=sampler is not supported with several processes; using class weights")
+            task.cfg = cfg.model_copy(update={"balance": "weights"})
+        task.setup_loss(self.items["train"], self.device)
+        self.net = D.wrap_model(model, self.dist)
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.mode)
+        self.generator = torch.Generator()
+        self.train_loader = self._train_loader()
+        self.val_loader = self._eval_loader(self.val_ds) if self.val_ds is not None else None
+
+    def _train_loader(self) -> torch.utils.data.DataLoader:
+        cfg = self.cfg
+        # one seeded permutation split across processes: N processes with --batch-size B/N see the batches
+        # one process sees with --batch-size B (D.ShardSampler)
+        sampler = D.ShardSampler(len(self.train_ds), cfg.seed, self.dist.world_size, self.dist.rank)
+        if cfg.balance == "sampler" and not self.dist.enabled:
+            weights = self.task.sample_weights(self.items["train"])
+            if weights is None:
+                raise InputError(f"task {self.task.name!r} does not support balance=sampler")
+            sampler = torch.utils.data.WeightedRandomSampler(
+                torch.as_tensor(weights, dtype=torch.double),
+                len(weights),
+                replacement=True,
+                generator=self.generator,
+            )
+        drop_last = len(self.train_ds) > cfg.batch_size * self.dist.world_size  # no size-1 BatchNorm batch
+        return make_loader(
+            self.train_ds,
+            self.task,
+            cfg.batch_size,
+            cfg.num_workers,
+            self.device,
+            sampler=sampler,
+            shuffle=True,
+            generator=self.generator,
+            drop_last=drop_last,
+        )
+
+    def _eval_loader(self, dataset: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
+        sampler = None
+        if self.dist.enabled:
+            sampler = torch.utils.data.DistributedSampler(
+                dataset, self.dist.world_size, self.dist.rank, shuffle=False
+            )
+        bs = self.cfg.eval_batch_size or self.cfg.batch_size
+        return make_loader(dataset, self.task, bs, self.cfg.num_workers, self.device, sampler=sampler)
+
+    def _resume(self) -> RunState:
+        ckpt = load_checkpoint(self.run_dir / CHECKPOINT)
+        try:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise ModelError(f"{self.run_dir / CHECKPOINT}: does not match this config ({err})") from err
+        if ckpt.get("config_hash") != self.cfg.hash():
+            log.warning("resuming with a config that differs from the checkpoint's (e.g. more epochs)")
+        set_rng_state(ckpt["rng"])
+        state = RunState(
+            epoch=int(ckpt["epoch"]),
+            best_metric=ckpt["best_metric"],
+            best_epoch=int(ckpt["best_epoch"]),
+            bad_epochs=int(ckpt["bad_epochs"]),
+            finished=bool(ckpt.get("finished", False)),
+            history=list(ckpt["history"]),
+        )
+        if state.finished and state.epoch < self.cfg.epochs and not self._stopped_early(state):
+            state.finished = False
+        log.info(
+            "resumed %s at epoch %d (best %s %.4f)",
+            self.run_dir,
+            state.epoch,
+            self.metric_name,
+            state.best_metric if state.best_metric is not None else math.nan,
+        )
+        return state
+
+    def _stopped_early(self, state: RunState) -> bool:
+        return self.cfg.patience > 0 and state.bad_epochs >= self.cfg.patience
+
+    # -------------------------------------------------------------------- loop
+
+    def run(self) -> Path:
+        self._check_run_dir()  # every rank checks (read-only), so no rank waits at a barrier for a failed one
+        D.barrier(self.dist)
+        self._setup()
+        state = self._resume() if self.cfg.resume else RunState()
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            if not self.cfg.resume:
+                from sonokit.evaluate.runner import save_splits
+
+                save_splits(self.index, self.run_dir)
+            log.info(
+                "training %s (%s) into %s: %s",
+                self.task.name,
+                self.cfg.model,
+                self.run_dir,
+                ", ".join(f"{s} {len(df)}" for s, df in self.items.items()),
+            )
+        while not state.finished and state.epoch < self.cfg.epochs and not self._stopped_early(state):
+            self._epoch(state)
+        state.finished = True
+        if self.dist.is_main:
+            self._save_checkpoint(state)
+        D.barrier(self.dist)
+        if self.dist.is_main:
+            self.finalize(state)
+        return self.run_dir
+
+    def _epoch(self, state: RunState) -> None:
+        cfg, task = self.cfg, self.task
+        epoch = state.epoch  # 0-based index of the epoch being run
+        self.generator.manual_seed(epoch_seed(cfg.seed, epoch))
+        if hasattr(self.train_loader.sampler, "set_epoch"):
+            self.train_loader.sampler.set_epoch(epoch)
+        if hasattr(self.train_ds, "set_epoch"):
+            self.train_ds.set_epoch(epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+
+        start = time.perf_counter()
+        train_loss, train_out = self._train_one_epoch(epoch)
+        train_out = D.gather_outputs(train_out, self.dist)
+        train_loss = D.all_reduce_mean(train_loss, self.dist)
+        train_metric = self._score(train_out, self.items["train"], train_loss)
+        train_seconds = time.perf_counter() - start
+
+        start = time.perf_counter()
+        if self.val_loader is not None:
+            val_loss, val_out = infer(
+                task,
+                self.net,
+                self.val_loader,
+                self.device,
+                self.dtype,
+                cfg.channels_last,
+                desc=f"epoch {epoch + 1} val",
+            )
+            val_out = D.gather_outputs(val_out, self.dist)
+            val_loss = D.all_reduce_mean(val_loss, self.dist)
+            metric = self._score(val_out, self.items["val"], val_loss)
+        else:
+            val_loss, metric = math.nan, train_metric
+        val_seconds = time.perf_counter() - start
+
+        state.epoch = epoch + 1
+        state.history += [
+            {
+                "epoch": state.epoch,
+                "phase": "train",
+                "loss": train_loss,
+                "metric": train_metric,
+                "seconds": round(train_seconds, 3),
+                "lr": lr,
+            },
+            {
+                "epoch": state.epoch,
+                "phase": "val",
+                "loss": val_loss,
+                "metric": metric,
+                "seconds": round(val_seconds, 3),
+                "lr": lr,
+            },
+        ]
+        improved = _better(metric, state.best_metric, self.mode)
+        if improved:
+            state.best_metric, state.best_epoch, state.bad_epochs = float(metric), state.epoch, 0
+        else:
+            state.bad_epochs += 1
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(
+                metric if math.isfinite(metric) else (-math.inf if self.mode == "max" else math.inf)
+            )
+        else:
+            self.scheduler.step()
+        log.log(
+            logging.INFO if self.dist.is_main else logging.DEBUG,
+            "epoch %d/%d  train loss %.4f %s %.4f  val loss %.4f %s %.4f%s  (%.1fs)",
+            state.epoch,
+            cfg.epochs,
+            train_loss,
+            self.metric_name,
+            train_metric,
+            val_loss,
+            self.metric_name,
+            metric,
+            "  *best*" if improved else "",
+            train_seconds + val_seconds,
+        )
+        if self.dist.is_main:
+            if improved:
+                save_weights(self.run_dir / WEIGHTS, self.model, self.card(metrics=None, state=state))
+            write_csv(pd.DataFrame(state.history, columns=LOG_COLUMNS), self.run_dir / "log.csv")
+            self._save_checkpoint(state)
+        D.barrier(self.dist)
+        event = EpochEnd(
+            state.epoch, cfg.epochs, train_loss, val_loss, metric, state.best_metric, improved, self.run_dir
+        )
+        for cb in self.callbacks:
+            cb(event)
+
+    def _train_one_epoch(self, epoch: int) -> tuple[float, dict[str, np.ndarray]]:
+        cfg, task = self.cfg, self.task
+        self.net.train()
+        parts: list[dict[str, np.ndarray]] = []
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
+        total = len(self.train_loader)
+        if cfg.limit_train_batches:
+            total = min(total, cfg.limit_train_batches)
+        for step, batch in enumerate(
+            progress(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=total, unit="batch")
+        ):
+            if step >= total:
+                break
+            batch = to_device(batch, self.device, cfg.channels_last)
+            with autocast(self.device, self.dtype):
+                outputs = task.forward(self.net, batch)
+                loss = task.loss(outputs, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            n = len(batch["index"])
+            loss_sum += loss.detach().double() * n
+            count += n
+            parts.append(task.collect(outputs, batch))
+        mean_loss = float(loss_sum) / max(count, 1)
+        if not math.isfinite(mean_loss):
+            raise ModelError(f"training diverged at epoch {epoch + 1} (loss {mean_loss}); try a lower --lr")
+        return mean_loss, concat_parts(parts)
+
+    def _score(self, collected: dict[str, np.ndarray], items: pd.DataFrame, loss: float) -> float:
+        if self.metric_name == "loss":
+            return loss
+        return float(self.task.score(collected, items, self.metric_name))
+
+    def _save_checkpoint(self, state: RunState) -> None:
+        save_checkpoint(
+            self.run_dir / CHECKPOINT,
+            {
+                "epoch": state.epoch,
+                "model": unwrap(self.model).state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(),
+                "best_metric": state.best_metric,
+                "best_epoch": state.best_epoch,
+                "bad_epochs": state.bad_epochs,
+                "finished": state.finished,
+                "history": state.history,
+                "monitor": self.metric_name,
+                "config_hash": self.cfg.hash(),
+            },
+        )
+
+    # -------------------------------------------------------------------- the end of a run
+
+    def card(self, metrics: dict[str, dict[str, Any]] | None, state: RunState) -> dict[str, Any]:
+        from sonokit.train.card import build_card
+
+        model = unwrap(self.model)
+        spec = dict(getattr(model, "spec", {}) or {})
+        spec.setdefault("name", self.cfg.model)
+        spec["params"] = int(sum(p.numel() for p in model.parameters()))
+        return build_card(
+            task=self.task.name,
+            run_name=self.run_dir.name,
+            architecture=spec,
+            classes=self.task.classes,
+            input_spec=self.task.input_spec(),
+            training_data=self.task.describe_data(self.index, self.items),
+            seed=self.cfg.seed,
+            config_hash=self.cfg.hash(),
+            intended_use=self.task.intended_use,
+            metrics=metrics,
+            extra={
+                "training": {
+                    "epochs_run": state.epoch,
+                    "best_epoch": state.best_epoch,
+                    "monitor": self.metric_name,
+                    "best_val_metric": state.best_metric,
+                    "stopped_early": self._stopped_early(state),
+                },
+                "task_state": self.task.state(),
+            },
+        )
+
+    def finalize(self, state: RunState) -> None:
+        """Best weights back in; evaluate val and test; model card, curves and report."""
+        from sonokit.evaluate.plots import plot_training_curves
+        from sonokit.evaluate.report import write_report
+        from sonokit.evaluate.runner import evaluate_items
+        from sonokit.utils import atomic_write_json
+
+        weights, _ = read_weights(self.run_dir / WEIGHTS)
+        unwrap(self.model).load_state_dict(weights)
+        model = unwrap(self.model)
+        results = {}
+        for split in ("val", "test"):
+            if split in self.items:
+                results[split] = evaluate_items(
+                    self.task,
+                    model,
+                    self.items[split],
+                    split,
+                    self.run_dir,
+                    self.device,
+                    self.dtype,
+                    model_name=self.run_dir.name,
+                )
+        card = self.card(results, state)
+        atomic_write_json(self.run_dir / "model_card.json", card)
+        save_weights(self.run_dir / WEIGHTS, model, card)
+        plot_training_curves(
+            self.run_dir / "log.csv", self.run_dir / "plots" / "training_curves.png", self.metric_name
+        )
+        write_report(self.run_dir)
+        for split, m in results.items():
+            headline = ", ".join(
+                f"{k} {m[k]:.3f}"
+                for k in ("accuracy", "macro_f1", "video_accuracy", "mae")
+                if m.get(k) is not None
+            )
+            log.info("%s: %s", split, headline)
+
+
+def fit(task: Task, index: pd.DataFrame, run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> Path:
+    """Train `task` on a split index into `run_dir` (joins a torchrun process group when there is one)."""
+    dist = D.setup(task.cfg.device)
+    try:
+        return Trainer(task, index, Path(run_dir), dist, callbacks).run()
+    finally:
+        D.cleanup(dist)
+
+
+def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> Path:
+    """Train from a resolved config: a single run, or k-fold cross-validation when cfg.folds >= 2."""
+    if cfg.folds >= 2:
+        from sonokit.train.cv import cross_validate
+
+        return cross_validate(cfg, callbacks)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    task = get_task(cfg.task)(cfg)
+    index = task.prepare_index()
+    return fit(task, index, run_dir, callbacks)

@@ -1,0 +1,363 @@
+"""The web app driven headless (streamlit.testing AppTest) with tiny runs trained here, and once end to end:
+`sonokit app` serving on a free localhost port, opened in headless Chromium, a cine uploaded, the EF read back."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).resolve().parents[1] / "src" / "sonokit" / "app" / "main.py"
+TIMEOUT = 120  # seconds: bound on every wait (one app run, server start, page result)
+NONE = "(none)"
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+def _train(task: str, data: Path, out: Path, **overrides) -> Path:
+    from sonokit.tasks import get_task
+    from sonokit.train.config import resolve_config
+    from sonokit.train.engine import train
+
+    cls = get_task(task)
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "epochs": 1,
+        "n_boot": 10,
+        "patience": 0,
+        "seed": 0,
+        **overrides,
+    }
+    return Path(train(resolve_config(task, overrides=values, task_defaults=cls.defaults)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """Six one-epoch runs on tiny simulated data, with the real training engine (about 30 s of CPU)."""
+    import importlib
+
+    from sonokit.synth import make_dataset
+
+    importlib.import_module("sonokit.tasks.quality")  # registers the quality task
+    root = tmp_path_factory.mktemp("app")
+    echo = make_dataset("echo", root / "data" / "echo", n=5, size=48)
+    fetal = make_dataset("fetal-planes", root / "data" / "fetal", n=18, size=64)
+    psax = make_dataset("psax", root / "data" / "psax", n=12, size=64)
+    runs = root / "runs"
+    out = {
+        "echo_data": echo,
+        "fetal_data": fetal,
+        "psax_data": psax,
+        "runs": runs,
+        "ef": _train("ef", echo, runs / "echo" / "ef", model="two-stream-tiny", size=48, batch_size=4),
+        "lv": _train("lv-seg", echo, runs / "echo" / "lv", model="unet-tiny", size=48, batch_size=8,
+                     options={"area_plots": 0}),
+        "fetal": _train("fetal-plane", fetal, runs / "fetal", model="tinycnn", size=32, batch_size=16,
+                        options={"gradcam_samples": 0}),
+        "quality": _train("quality", fetal / "Images", runs / "quality", size=32, batch_size=16,
+                          options={"gradcam_per_class": 0}),
+        "avdet": _train("av-detect", psax, runs / "av" / "det", size=64, batch_size=8),
+        "avcls": _train("av-calcification", psax, runs / "av" / "cls", size=32, batch_size=8),
+    }  # fmt: skip
+    return out
+
+
+def _labels(runs_root: Path) -> dict[str, str]:
+    from sonokit.app.runs import discover_runs
+
+    return {r.path.name: r.label for r in discover_runs(runs_root)}
+
+
+def _app(trained, monkeypatch, ef=False, lv=False, cls=False, quality=False, av=False, **widgets):
+    """An AppTest of the page with only the chosen systems selected (one run of the script to set them)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SONOKIT_RUNS", str(trained["runs"]))
+    monkeypatch.setenv("SONOKIT_DEVICE", "cpu")
+    labels = _labels(trained["runs"])
+    at = AppTest.from_file(str(SCRIPT), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    at.selectbox(key="pick_ef").set_value(labels["ef"] if ef else NONE)
+    at.selectbox(key="pick_lv").set_value(labels["lv"] if lv else NONE)
+    at.multiselect(key="pick_cls").set_value([labels["fetal"]] if cls else [])
+    at.selectbox(key="pick_quality").set_value(labels["quality"] if quality else NONE)
+    at.selectbox(key="pick_avdet").set_value(labels["det"] if av else NONE)
+    at.selectbox(key="pick_avcls").set_value(labels["cls"] if av else NONE)
+    for key, value in widgets.items():  # other sidebar widgets, by key
+        widget = next(w for kind in ("slider", "selectbox", "number_input", "toggle") for w in at.get(kind)
+                      if w.key == key)  # fmt: skip
+        widget.set_value(value)
+    return at
+
+
+def _upload(at, *files: tuple[str, bytes]):
+    at.file_uploader(key="uploads").set_value(
+        [(name, data, "application/octet-stream") for name, data in files]
+    )
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at) -> str:
+    """Every visible string of the page: the haystack for 'is it shown' and 'is it never shown'."""
+    parts: list[str] = []
+    for kind in ("markdown", "caption", "error", "warning", "success", "info", "subheader", "title"):
+        parts += [str(e.value) for e in at.get(kind)]
+    parts += [f"{m.label} {m.value}" for m in at.get("metric")]
+    parts += [e.value.to_string() for e in at.dataframe]
+    for img in at.image:
+        parts += [str(c) for c in img.captions]
+    return "\n".join(parts)
+
+
+def _results(at):
+    return list(at.session_state["results"].values())
+
+
+# ---------------------------------------------------------------------------------------------- systems
+
+
+def test_echo_page_shows_ef_class_contour_video_curve_and_downloads(trained, monkeypatch) -> None:
+    from sonokit.app.report import predictions_csv, report_html
+    from sonokit.app.study import Options
+    from sonokit.clinical import get_thresholds
+    from sonokit.echo.predict import load_echo_models, predict_study
+
+    video = sorted((trained["echo_data"] / "Videos").glob("*.avi"))[0]
+    expected = predict_study(video, load_echo_models([trained["ef"], trained["lv"]], "cpu"))
+    at = _upload(_app(trained, monkeypatch, ef=True, lv=True), (video.name, video.read_bytes()))
+
+    metrics = {m.label: m.value for m in at.get("metric")}
+    assert metrics["EF"] == f"{expected['ef']:.1f} %"
+    assert metrics["EDV (px^3)"] == f"{expected['edv']:.1f}"
+    text = _texts(at)
+    assert f"{expected['class']}" in text and "default thresholds" in text
+    assert "validation videos are too few" in text  # 1 validation video: no conformal interval is claimed
+    assert len(at.get("video")) == 1
+    captions = [c for img in at.image for c in img.captions]
+    assert any("LV area over time" in c for c in captions) and any("masked" in c for c in captions)
+    assert [b.label for b in at.get("download_button")] == [
+        "Download predictions (CSV)", "Download report (HTML)", "Download overlay video (WebM)",
+    ]  # fmt: skip
+    (result,) = _results(at)
+    assert result.echo.overlay_webm[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a real WebM file
+    assert result.echo.curve.shape == (expected["n_frames"],)
+    csv = predictions_csv([result]).decode()
+    assert csv.splitlines()[0].startswith("file,system,model") and f"{expected['ef']:.4f}"[:6] in csv
+    assert "Echo: left-ventricular function" in report_html([result], Options())
+
+    # another EF class preset re-labels the same EF
+    at.selectbox(key="opt_thresholds").set_value("bse")
+    at.run()
+    assert get_thresholds("bse").classify(expected["ef"]) in _texts(at) and "bse thresholds" in _texts(at)
+
+
+def test_classifier_page_with_quality_gate_first(trained, monkeypatch) -> None:
+    from sonokit.predict import load_run, predict_files
+    from sonokit.quality.gate import decide
+
+    images = sorted((trained["fetal_data"] / "Images").glob("*.png"))
+    clean = images[0]
+    rng = np.random.default_rng(0)
+    import cv2
+
+    noisy_img = cv2.imread(str(images[1]), cv2.IMREAD_GRAYSCALE).astype(float)
+    noisy_img = np.clip(noisy_img + rng.normal(0, 90, noisy_img.shape), 0, 255).astype(np.uint8)
+    noisy = cv2.imencode(".png", noisy_img)[1].tobytes()
+
+    at = _upload(_app(trained, monkeypatch, cls=True, quality=True), (clean.name, clean.read_bytes()),
+                 ("noisy.png", noisy))  # fmt: skip
+
+    run = load_run(trained["fetal"], "cpu")
+    preds, errors = predict_files(run, [clean])
+    assert not errors
+    predictions = [m.value for m in at.get("metric") if m.label == "Prediction"]
+    assert predictions[0] == preds["y_pred"].iloc[0] and len(predictions) == 2
+    text = _texts(at)
+    assert "Grad-CAM for" in text and "Conformal set:" in text
+    assert ("the model abstains" in text) or ("Confident:" in text)
+    similar = [c for img in at.image for c in img.captions if " · d=" in c]
+    assert len(similar) == 10  # five distinct training cases per upload
+    classes = set(run.task.classes)
+    assert all(c.split(" · ")[0] in classes for c in similar)
+
+    # the quality verdict: the same numbers as the quality task itself, shown before any system's answer
+    qrun = load_run(trained["quality"], "cpu")
+    for r, data in zip(_results(at), [clean.read_bytes(), noisy], strict=True):
+        gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        p, ssim = qrun.task.predict_arrays(qrun.model, [gray], "cpu")
+        assert r.quality.decision == decide(p, qrun.task.classes)[0]
+        assert r.quality.p_corrupted == pytest.approx(1 - p[0, qrun.task.classes.index("original")], abs=1e-5)
+        assert r.quality.ssim_est == pytest.approx(float(ssim[0]), abs=1e-5)
+    flat = _flatten(at.main)
+    first_gate = next(i for i, e in enumerate(flat) if e.type in ("alert", "warning", "success")
+                      and "Quality gate" in str(getattr(e, "value", "")))  # fmt: skip
+    first_answer = next(i for i, e in enumerate(flat) if e.type == "metric")
+    assert first_gate < first_answer
+
+
+def _flatten(node) -> list:
+    out = []
+    for child in getattr(node, "children", {}).values():
+        out.append(child)
+        out += _flatten(child)
+    return out
+
+
+def test_aortic_valve_page_shows_box_crop_and_probability(trained, monkeypatch) -> None:
+    from sonokit.av.cascade import Cascade
+    from sonokit.av.data import read_gray
+
+    frame = sorted((trained["psax_data"] / "images").glob("*.png"))[0]
+    at = _upload(_app(trained, monkeypatch, av=True, opt_avthr=0.0), (frame.name, frame.read_bytes()))
+    expected = Cascade(trained["avdet"], trained["avcls"], "cpu", score_threshold=0.0).run(
+        [read_gray(frame)]
+    )[0]
+    assert expected.status == "ok"
+    metrics = {m.label: m.value for m in at.get("metric")}
+    assert metrics["P(calcified)"] == f"{expected.p_calcified:.2f}"
+    captions = [c for img in at.image for c in img.captions]
+    assert "detected valve box" in captions and "crop given to the calcification model" in captions
+    (result,) = _results(at)
+    x1, y1, x2, y2 = expected.window
+    assert result.av.crop.shape[:2] == (y2 - y1, x2 - x1)
+    assert result.av.box == pytest.approx(tuple(expected.box))
+
+
+# ---------------------------------------------------------------------------------------------- bad input, privacy
+
+
+def test_corrupted_uploads_show_a_message_and_the_app_keeps_working(trained, monkeypatch) -> None:
+    video = sorted((trained["echo_data"] / "Videos").glob("*.avi"))[1]
+    data = video.read_bytes()
+    at = _upload(
+        _app(trained, monkeypatch, ef=True),
+        ("truncated.avi", data[: len(data) // 50]),
+        ("notes.dcm", b"Patient notes, not an image\n" * 20),
+        (video.name, data),
+    )
+    errors = [e.value for e in at.error]
+    assert "truncated.avi: not a readable video (OpenCV/FFmpeg cannot open it)" in errors
+    assert "notes.dcm: not a DICOM file (no DICOM header found)" in errors
+    assert len([m for m in at.get("metric") if m.label == "EF"]) == 1  # the good file is still measured
+    assert not any("/tmp" in e or "upload" in e for e in errors)  # the temporary path never shows
+
+    # the next upload works as usual
+    images = sorted((trained["fetal_data"] / "Images").glob("*.png"))
+    at = _upload(at, (video.name, data), ("still.png", images[0].read_bytes()))
+    assert not at.error or all("Not for clinical" in e.value for e in at.error)
+    assert "EF needs a cine; this image has 1 frame(s)" in _texts(at)
+
+
+def test_dicom_identifiers_never_reach_the_page_or_the_downloads(
+    trained, monkeypatch, ybr_dicom, tmp_path
+) -> None:
+    import pydicom
+
+    from sonokit.app.report import predictions_csv, report_html
+    from sonokit.app.study import Options
+
+    ds = pydicom.dcmread(ybr_dicom)
+    secrets = {"PatientName": "Doe^Janet", "PatientID": "MRN-4711-XZ", "InstitutionName": "St Elsewhere Hospital",
+               "ReferringPhysicianName": "Quincy^Harold", "PatientBirthDate": "19470101"}  # fmt: skip
+    for key, value in secrets.items():
+        setattr(ds, key, value)
+    path = tmp_path / "study.dcm"
+    ds.save_as(path)
+    at = _upload(_app(trained, monkeypatch, ef=True), ("study.dcm", path.read_bytes()))
+    text = _texts(at)
+    assert "JPEG Baseline" in text and "YBR_FULL_422" in text  # the technical header is shown ...
+    (result,) = _results(at)
+    page = re.sub(r"base64,[A-Za-z0-9+/=]+", "", report_html([result], Options()))  # inlined images, video
+    downloads = predictions_csv([result]).decode() + page
+    for value in [*secrets.values(), "Doe", "Janet", "4711", "Elsewhere", "Quincy", "1947"]:
+        assert value not in text and value not in downloads  # ... identifiers never are
+    assert result.preview is not None and result.masked
+    assert {m.label for m in at.get("metric")} >= {"EF"}
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {TIMEOUT} s")
+
+
+def test_server_in_headless_chromium_shows_the_ef(trained, tmp_path) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from sonokit.echo.predict import load_echo_models, predict_study
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    assert Path(driver_path).is_file(), (
+        "install Debian's chromium and chromium-driver (apt-get install -y ...)"
+    )
+    video = sorted((trained["echo_data"] / "Videos").glob("*.avi"))[2]
+    expected = predict_study(video, load_echo_models([trained["ef"]], "cpu"))["ef"]
+
+    port = _free_port()
+    env = {**os.environ, "SONOKIT_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sonokit", "app", "--runs", str(trained["ef"]), "--port", str(port), "--device", "cpu"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )  # fmt: skip
+    driver = None
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", deadline)
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                     f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000"):  # fmt: skip
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+        driver.set_page_load_timeout(TIMEOUT)
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(driver, max(1.0, deadline - time.monotonic() + 60))
+        upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "input[type=file]"))
+        upload.send_keys(str(video))
+        metric = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-testid="stMetricValue"]'))
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert metric.text == f"{expected:.1f} %", page[:2000]
+        assert re.search(r"Not for clinical use", page)
+        assert video.name in page
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        log.close()

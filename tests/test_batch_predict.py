@@ -1,0 +1,220 @@
+"""Batch prediction over a folder: decoding in worker processes, rows streamed to <out>.partial, a corrupt file
+reported while the others are written, and --resume skipping the files a killed run already wrote."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+TINY_CONFIG = "n_boot: 0\noptions:\n  gradcam_samples: 0\n"
+N_IMAGES = 24
+DICOM_FRAMES = 30
+
+
+def train_tiny_run(root: Path) -> tuple[Path, Path]:
+    from sonokit.synth import make_dataset
+    from sonokit.tasks import get_task
+    from sonokit.train.config import resolve_config
+    from sonokit.train.engine import train
+
+    data = root / "fp"
+    make_dataset("fetal-planes", data, n=N_IMAGES, seed=0, size=64)
+    (root / "tiny.yaml").write_text(TINY_CONFIG)
+    overrides = {"data": str(data), "out": str(root / "run"), "epochs": 1, "size": 64, "batch_size": 8}
+    cfg = resolve_config(
+        "fetal-plane", root / "tiny.yaml", overrides, task_defaults=get_task("fetal-plane").defaults
+    )
+    return train(cfg), data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    """A tiny trained run and an input folder: 24 PNGs, one truncated PNG, one 30-frame echo DICOM."""
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path_factory.mktemp("batch")
+    run_dir, data = train_tiny_run(root)
+    inputs = root / "inputs"
+    shutil.copytree(data / "Images", inputs)
+    first = sorted(inputs.glob("*.png"))[0]
+    (inputs / "broken.png").write_bytes(first.read_bytes()[:200])  # a truncated transfer
+    shutil.copy(get_testdata_file("examples_ybr_color.dcm"), inputs / "cine.dcm")
+    return {"root": root, "run": run_dir, "inputs": inputs}
+
+
+def _load(run_dir: Path):
+    from sonokit.predict.runner import load_run
+
+    return load_run(run_dir, "cpu")
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["path", "frame"]).reset_index(drop=True)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Same rows (order aside); probabilities may differ in the last float digits when batches were cut
+    differently."""
+    a, b = _sorted(a), _sorted(b)
+    probs = [c for c in a.columns if c.startswith("p_")]
+    rest = [c for c in a.columns if c not in probs]
+    if list(a.columns) != list(b.columns) or len(a) != len(b) or not a[rest].equals(b[rest]):
+        return False
+    return float(np.abs(a[probs].astype(float).to_numpy() - b[probs].astype(float).to_numpy()).max()) < 1e-6
+
+
+@pytest.mark.slow
+def test_folder_with_corrupt_file_workers(setup) -> None:
+    from sonokit.predict.runner import predict_files
+    from sonokit.predict.stream import stream_predict
+
+    run = _load(setup["run"])
+    out = setup["root"] / "preds.csv"
+    res = stream_predict(run, [setup["inputs"]], out, batch_size=8, workers=2)
+    assert len(res.errors) == 1 and "broken.png" in res.errors[0]
+    assert res.files_done == N_IMAGES + 1 and res.files_skipped == 0
+    assert res.path == out and not Path(str(out) + ".partial").exists()
+    df = _read(out)
+    assert len(df) == res.rows == N_IMAGES + DICOM_FRAMES + 1  # + the cine's aggregated row
+    cine = df[df["path"].str.endswith("cine.dcm")]
+    assert list(cine["frame"]) == [str(i) for i in range(DICOM_FRAMES)] + ["all"]  # contiguous, in order
+    assert not df["path"].str.endswith("broken.png").any()
+    # the streamed result equals the in-memory predictor's (different batch boundaries, same numbers)
+    ref, errors = predict_files(run, [setup["inputs"]], batch_size=5)
+    assert len(errors) == 1
+    a, b = _sorted(df), _sorted(ref.astype(str))
+    assert list(a.columns) == list(b.columns)
+    assert (a[["path", "frame", "y_pred"]] == b[["path", "frame", "y_pred"]]).all().all()
+    cols = [c for c in a.columns if c.startswith("p_")]
+    assert np.abs(a[cols].astype(float).to_numpy() - b[cols].astype(float).to_numpy()).max() < 1e-5
+
+
+class _Crash(nn.Module):
+    """The run's model, dying on its n-th call (a kill in the middle of a long folder)."""
+
+    def __init__(self, model: nn.Module, n: int) -> None:
+        super().__init__()
+        self.model, self.n, self.calls = model, n, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.n:
+            raise RuntimeError("killed")
+        return self.model(x)
+
+
+@pytest.mark.slow
+def test_crash_keeps_written_rows_and_resume_skips_done_files(setup) -> None:
+    from sonokit.predict.stream import partial_path, stream_predict
+
+    root = setup["root"]
+    full = root / "full.csv"
+    stream_predict(_load(setup["run"]), [setup["inputs"]], full, batch_size=8)
+
+    out = root / "resumed.csv"
+    run = _load(setup["run"])
+    run.model = _Crash(run.model, n=4)
+    with pytest.raises(RuntimeError, match="killed"):
+        stream_predict(run, [setup["inputs"]], out, batch_size=8)
+    assert not out.exists()
+    partial = _read(partial_path(out))
+    done = partial["path"].nunique()
+    assert done == 3 * 8  # three batches of 8 single-frame files were through the model and written
+    assert partial.equals(_read(full).iloc[: len(partial)])
+
+    res = stream_predict(_load(setup["run"]), [setup["inputs"]], out, batch_size=8, resume=True)
+    assert res.files_skipped == done
+    assert res.files_done == N_IMAGES + 1 - done  # the rest, broken.png excluded
+    assert len(res.errors) == 1
+    final = _read(out)
+    assert not partial_path(out).exists()
+    assert final["path"].nunique() == N_IMAGES + 1 and not final.duplicated(["path", "frame"]).any()
+    assert _same(final, _read(full))
+
+    # resuming a finished CSV predicts nothing and keeps every row
+    res = stream_predict(_load(setup["run"]), [setup["inputs"]], out, batch_size=8, resume=True)
+    assert (res.files_skipped, res.files_done, res.rows) == (N_IMAGES + 1, 0, 0)
+    assert _same(_read(out), final)
+
+
+@pytest.mark.slow
+def test_resume_cuts_a_half_written_line_and_refuses_another_models_rows(setup) -> None:
+    from sonokit.errors import InputError
+    from sonokit.predict.stream import partial_path, stream_predict
+
+    root = setup["root"]
+    full = _read(root / "full.csv") if (root / "full.csv").exists() else None
+    if full is None:
+        stream_predict(_load(setup["run"]), [setup["inputs"]], root / "full.csv", batch_size=8)
+        full = _read(root / "full.csv")
+    out = root / "torn.csv"
+    lines = (root / "full.csv").read_text().splitlines(keepends=True)
+    partial_path(out).write_text("".join(lines[:6]) + lines[6][:25])  # header, 5 rows, a torn 6th row
+    res = stream_predict(_load(setup["run"]), [setup["inputs"]], out, batch_size=8, resume=True)
+    assert res.files_skipped == 5 and res.files_done == N_IMAGES + 1 - 5
+    assert _same(_read(out), full)
+
+    other = root / "other.csv"
+    partial_path(other).write_text(
+        "".join(lines[:3]).replace(",run,", ",another-run,").replace(",run\n", ",another-run\n")
+    )
+    with pytest.raises(InputError, match="another model"):
+        stream_predict(_load(setup["run"]), [setup["inputs"]], other, resume=True)
+
+
+@pytest.mark.slow
+def test_table_input_gives_y_true(setup) -> None:
+    from sonokit.predict.stream import stream_predict
+
+    root = setup["root"]
+    pngs = sorted(p for p in setup["inputs"].glob("*.png") if p.name != "broken.png")[:6]
+    labels = ["Fetal brain", "Fetal femur"] * 3
+    pd.DataFrame({"path": [p.name for p in pngs], "label": labels}).to_csv(
+        setup["inputs"] / "t.csv", index=False
+    )
+    res = stream_predict(_load(setup["run"]), [setup["inputs"] / "t.csv"], root / "t_pred.csv", batch_size=4)
+    df = _read(root / "t_pred.csv")
+    assert res.files_done == 6 and not res.errors
+    assert list(df["y_true"]) == labels and [Path(p).name for p in df["path"]] == [p.name for p in pngs]
+    (setup["inputs"] / "t.csv").unlink()
+
+
+@pytest.mark.slow
+def test_cli_predict_workers_reports_corrupt_file_and_resumes(setup) -> None:
+    root = setup["root"]
+    env = {**os.environ, "SONOKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    out = root / "cli.csv"
+    args = [
+        sys.executable,
+        "-m",
+        "sonokit",
+        "predict",
+        str(setup["run"]),
+        str(setup["inputs"]),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        [*args, "--workers", "2", "--batch-size", "16"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2  # a file could not be read
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0]
+    assert len(_read(out)) == N_IMAGES + DICOM_FRAMES + 1
+    proc = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert f"{N_IMAGES + 1} files already predicted" in proc.stdout
+    assert len(_read(out)) == N_IMAGES + DICOM_FRAMES + 1

@@ -1,0 +1,262 @@
+"""The echo LVEF system end to end on a small simulated EchoNet folder: Simpson's ground truth, the three tasks
+trained for a moment on the CPU, evaluation outputs, and `sonokit ef predict` on the real DICOM cine from the
+pydicom wheel, on a converted AVI, on a DICOM with pixel spacing (mL) and on a damaged file.
+
+The models are tiny and barely trained: the tests check the pipeline's outputs and their consistency, not
+accuracy (benchmarks/ and the training recipe in the report measure that).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sonokit.tasks import get_task
+from sonokit.train.config import resolve_config
+from sonokit.train.engine import train
+
+N_VIDEOS = 8  # splits by case index: 6 train, 1 val, 1 test
+SEED = 11
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def echo_root(tmp_path_factory) -> Path:
+    from sonokit.synth import make_echo_dataset
+
+    return make_echo_dataset(tmp_path_factory.mktemp("echo") / "EchoNet", n=N_VIDEOS, seed=SEED)
+
+
+def _train(task: str, data: Path, out: Path, **overrides) -> Path:
+    values = {"data": str(data), "out": str(out), "n_boot": 50, "seed": 0, **overrides}
+    return train(resolve_config(task, overrides=values, task_defaults=get_task(task).defaults))
+
+
+@pytest.fixture(scope="module")
+def runs(echo_root, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "ef": _train("ef", echo_root, root / "ef", model="two-stream-tiny", epochs=1, batch_size=4, size=64,
+                     options={"frames": 8, "period": 4, "clip_stride": 16}),
+        "seg": _train("lv-seg", echo_root, root / "seg", model="unet-tiny", epochs=6, batch_size=4, lr=0.003, size=64,
+                      options={"area_plots": 1}),
+        "trace": _train("lv-trace", echo_root, root / "trace", epochs=1, batch_size=4, size=64,
+                        options={"cine_eval": [], "area_plots": 0}),
+    }  # fmt: skip
+
+
+def _metrics(run: Path, split: str = "test") -> dict:
+    return json.loads((run / f"metrics_{split}.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- ground truth
+
+
+def test_simpson_from_written_tracings_matches_the_simulator(echo_root) -> None:
+    """EF by Simpson's method from VolumeTracings.csv vs the simulator's analytic EF, and its ED/ES frames."""
+    from sonokit.data.echonet import read_echonet
+    from sonokit.data.echonet_simpson import simpson_table
+
+    table, problems = simpson_table(read_echonet(echo_root))
+    meta = pd.read_csv(echo_root / "synth_meta.csv").set_index("FileName")
+    assert not problems and len(table) == N_VIDEOS
+    for _, row in table.iterrows():
+        truth = meta.loc[row["FileName"].removesuffix(".avi")]
+        assert abs(row["EF_simpson"] - truth["ef_target"]) < 0.5, row["FileName"]
+        assert (row["ED_frame"], row["ES_frame"]) == (truth["ed_frame"], truth["es_frame"])
+
+
+# ---------------------------------------------------------------------------------------------- training + evaluation
+
+
+def test_ef_run_reports_both_protocols_and_the_mean_predictor(runs, echo_root) -> None:
+    m = _metrics(runs["ef"])
+    for key in ("mae", "rmse", "r2", "pearson_r", "one_clip_mae", "one_clip_rmse"):
+        assert key in m and f"{key}_ci95" in m
+    assert m["mae"] is not None and m["one_clip_mae"] is not None
+    fl = pd.read_csv(echo_root / "FileList.csv")
+    train_mean = fl.loc[fl["Split"] == "TRAIN", "EF"].mean()
+    test = fl[fl["Split"] == "TEST"]
+    assert m["baseline_mean"] == pytest.approx(train_mean)
+    assert m["baseline_mae"] == pytest.approx(np.mean(np.abs(test["EF"] - train_mean)))
+    hf = m["heart_function"]
+    assert np.sum(hf["confusion_matrix"]) == len(test) and set(hf["sensitivity"]) == set(hf["labels"])
+
+    preds = pd.read_csv(runs["ef"] / "predictions_test.csv", dtype={"frame": str})
+    clips = preds[preds["protocol"] == "clip"]
+    assert len(clips) == m["n_clips"] >= len(test)
+    video = preds[preds["frame"] == "all"].iloc[0]
+    assert video["y_pred"] == pytest.approx(clips.loc[clips["path"] == video["path"], "y_pred"].mean())
+    one = preds[preds["frame"] == "one"].iloc[0]
+    assert one["y_pred"] in clips["y_pred"].to_numpy()
+    assert m["mae"] == pytest.approx(abs(video["y_pred"] - video["y_true"]), abs=1e-4)
+    for name in ("ef_pred_vs_true_test.png", "ef_bland_altman_test.png", "ef_classes_test.png"):
+        assert (runs["ef"] / "plots" / name).stat().st_size > 1000
+
+
+def test_evaluate_command_reproduces_the_test_metrics(runs) -> None:
+    from sonokit.evaluate.runner import evaluate_run
+
+    again = evaluate_run(runs["ef"], split="test", device="cpu", n_boot=50)
+    assert again["mae"] == pytest.approx(_metrics(runs["ef"])["mae"], abs=1e-4)
+
+
+def test_lv_seg_run_measures_dice_beats_and_ef(runs, echo_root) -> None:
+    m = _metrics(runs["seg"])
+    assert 0.0 <= m["dice"] <= 1.0 and m["dice_ci95"] is not None
+    for key in ("mae", "cine_mae", "ed_frame_error", "es_frame_error", "cine_beats_per_video"):
+        assert key in m
+    preds = pd.read_csv(runs["seg"] / "predictions_test.csv")
+    fl = pd.read_csv(echo_root / "FileList.csv")
+    n_frames = int(fl.loc[fl["Split"] == "TEST", "NumberOfFrames"].iloc[0])
+    frames = preds[preds["level"] == "frame"]
+    assert len(frames) == n_frames and frames["frame"].tolist() == list(range(n_frames))
+    assert set(frames["phase"].dropna()) == {"ED", "ES"}
+    cine = preds[preds["level"] == "cine"].iloc[0]
+    for col in ("ed_frames", "es_frames"):
+        for f in str(cine[col]).split(";"):
+            if f and f != "nan":
+                assert 0 <= int(f) < n_frames
+    assert (runs["seg"] / "plots" / "lv_area_test_00.png").is_file()
+    assert "point_error" not in m  # a mask has no tracing points
+
+
+def test_lv_trace_run_measures_point_and_chord_errors(runs) -> None:
+    m = _metrics(runs["trace"])
+    assert m["point_error"] > 0 and m["chord_length_error"] >= 0 and m["point_error_ci95"] is not None
+    assert m["error_units"] == "pixels of the 64x64 model input" and "cine_mae" not in m
+    card = json.loads((runs["trace"] / "model_card.json").read_text())
+    mean = np.asarray(card["task_state"]["mean_tracing"])
+    assert mean.shape == (84,) and 0.1 < mean.mean() < 0.9  # normalised coordinates
+
+
+# ---------------------------------------------------------------------------------------------- sonokit ef predict
+
+
+def _cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    from sonokit.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["sonokit", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _write_us_dicom(path: Path, frames: np.ndarray, fps: float, mm_per_px: float) -> Path:
+    """A multi-frame ultrasound DICOM with a 2D tissue region giving the pixel spacing (cm), as scanners write."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.Rows, ds.Columns = frames.shape[1:3]
+    ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.FrameTime = 1000.0 / fps
+    region = Dataset()
+    region.RegionSpatialFormat, region.RegionDataType = 1, 1
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = frames.shape[2] - 1, frames.shape[1] - 1
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX = region.PhysicalDeltaY = mm_per_px / 10.0
+    ds.SequenceOfUltrasoundRegions = [region]
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predicted(runs, echo_root, ybr_dicom, tmp_path_factory) -> dict:
+    """Inputs for `sonokit ef predict`: the real DICOM, its converted AVI, a damaged file, a simulated cine."""
+    from sonokit.io.convert import convert_cine
+
+    work = tmp_path_factory.mktemp("predict")
+    converted = work / "converted"
+    convert_cine(ybr_dicom, converted)  # what `sonokit convert` writes
+    avi = converted / "Videos" / f"{ybr_dicom.stem}.avi"
+    bad = work / "broken.avi"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + bytes(200))
+    test_video = sorted((echo_root / "Videos").glob("*.avi"))[2]
+    return {"inputs": [ybr_dicom, avi, bad], "bad": bad, "avi": avi, "video": test_video,
+            "out": work / "ef.csv", "overlay": work / "overlay"}  # fmt: skip
+
+
+def test_ef_predict_on_dicom_converted_avi_and_a_bad_file(predicted, runs, capsys, monkeypatch) -> None:
+    from sonokit.io import open_cine
+
+    p = predicted
+    args = ["ef", "predict", *p["inputs"], "--run", runs["ef"], "--run", runs["seg"], "--run", runs["trace"],
+            "--out", p["out"], "--overlay", p["overlay"]]  # fmt: skip
+    code, out, err = _cli(args, capsys, monkeypatch)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(p["bad"]) in errors[0]
+    assert "2 of 3 studies measured" in out
+
+    table = pd.read_csv(p["out"], keep_default_na=False, na_values=[""])
+    assert len(table) == 3
+    expected = {"path", "n_frames", "fps", "volume_unit", "ef", "class", "edv", "esv", "ed_frames", "es_frames",
+                "beat_efs", "n_beats", "ef_video", "ef_video_beats", "ef_seg", "edv_seg", "ef_trace",
+                "ed_frames_trace", "overlay", "error"}  # fmt: skip
+    assert expected <= set(table.columns)
+    bad = table[table["path"] == str(p["bad"])].iloc[0]
+    assert isinstance(bad["error"], str) and bad["error"] and math.isnan(bad["ef"])
+    good = table[table["path"] != str(p["bad"])]
+    assert good["error"].isna().all()
+    assert np.isfinite(good["ef"]).all() and np.isfinite(good["ef_video"]).all()
+    assert (good["ef_source"] == "video").all() and (good["volume_unit"] == "px^3").all()
+    assert set(good["class"]) <= {"normal", "mildly reduced", "reduced"}
+    for _, row in good.iterrows():
+        n = int(row["n_frames"])
+        for col in ("ed_frames", "es_frames", "ed_frames_seg", "es_frames_trace"):
+            frames = [int(f) for f in str(row[col]).split(";")]
+            assert frames and all(0 <= f < n for f in frames), (row["path"], col)
+        with open_cine(row["overlay"]) as cine:
+            assert cine.n_frames == n and cine.width >= 320
+    dicom, avi = (good[good["path"] == str(x)].iloc[0] for x in (p["inputs"][0], p["avi"]))
+    assert dicom["n_frames"] == avi["n_frames"] == 30
+    assert abs(dicom["ef_video"] - avi["ef_video"]) < 3.0  # the same study read two ways
+
+
+def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_root, tmp_path) -> None:
+    """Same cine as AVI (no spacing: pixels**3) and as DICOM with spacing: volumes differ by exactly mm**3 / 1000."""
+    from sonokit.echo.predict import predict_to_csv
+    from sonokit.io import read_frames
+
+    stem = predicted["video"].stem
+    meta = pd.read_csv(echo_root / "synth_meta.csv").set_index("FileName").loc[stem]
+    frames = read_frames(predicted["video"])[..., 1]
+    fps = float(pd.read_csv(echo_root / "FileList.csv").set_index("FileName").loc[stem, "FPS"])
+    dcm = _write_us_dicom(tmp_path / "study.dcm", frames, fps, float(meta["mm_per_px"]))
+    written, table, errors = predict_to_csv([runs["seg"]], [predicted["video"], dcm], tmp_path / "ml.csv")
+    assert not errors and written is not None
+    px, ml = (table[table["path"] == str(x)].iloc[0] for x in (predicted["video"], dcm))
+    assert px["volume_unit"] == "px^3" and ml["volume_unit"] == "mL"
+    assert ml["ed_frames"] == px["ed_frames"]
+    if px["edv"] > 0:
+        assert ml["edv"] == pytest.approx(px["edv"] * meta["mm_per_px"] ** 3 / 1000.0, rel=0.02)
+
+
+def test_ef_predict_refuses_a_folder_that_is_not_a_run(echo_root, tmp_path, capsys, monkeypatch) -> None:
+    code, _, err = _cli(["ef", "predict", echo_root, "--run", tmp_path, "--out", tmp_path / "x.csv"], capsys,
+                        monkeypatch)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "not a sonokit run folder" in err
+    assert not (tmp_path / "x.csv").exists()

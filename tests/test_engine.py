@@ -1,0 +1,225 @@
+"""The training engine on tiny real PNG data: overfitting, exact resume, k-fold grouping, corrupt files, configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sonokit.errors import InputError
+from sonokit.tasks import get_task
+from sonokit.train.config import resolve_config, resume_config
+from sonokit.train.engine import fit, train
+
+CLASSES = ("disc", "bar", "ring")
+
+
+def make_table(root: Path, n_patients: int = 12, per_patient: int = 3, seed: int = 0) -> Path:
+    """PNG files of speckle with a bright disc, bar or ring (3 classes), grouped by patient, plus table.csv."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for p in range(n_patients):
+        for j in range(per_patient):
+            c = (p + j) % 3
+            img = rng.rayleigh(35, (40, 48)).clip(0, 255).astype(np.uint8)
+            cx, cy = int(rng.integers(16, 32)), int(rng.integers(14, 26))
+            if c == 0:
+                cv2.circle(img, (cx, cy), 7, 230, -1)
+            elif c == 1:
+                cv2.rectangle(img, (cx - 12, cy - 3), (cx + 12, cy + 3), 230, -1)
+            else:
+                cv2.circle(img, (cx, cy), 8, 230, 2)
+            name = f"img/p{p:02d}_{j}.png"
+            cv2.imwrite(str(root / name), img)
+            rows.append({"path": name, "label": CLASSES[c], "group": f"P{p:02d}"})
+    pd.DataFrame(rows).to_csv(root / "table.csv", index=False)
+    return root / "table.csv"
+
+
+def config(data: Path, out: Path, **kw):
+    values = {
+        "data": str(data),
+        "out": str(out),
+        "size": 32,
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 0.005,
+        "n_boot": 30,
+        "patience": 0,
+        "augment": {"enabled": False},
+    }
+    values.update(kw)
+    return resolve_config("classify", overrides=values, task_defaults=get_task("classify").defaults)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Path:
+    return make_table(tmp_path_factory.mktemp("pngs"))
+
+
+@pytest.mark.slow
+def test_overfits_a_tiny_batch(tmp_path, table) -> None:
+    from sonokit.data import load_index
+
+    cfg = config(table, tmp_path / "run", epochs=30, lr=0.01, scheduler="none", weight_decay=0.0, n_boot=0)
+    task = get_task("classify")(cfg)
+    rows = load_index(table).iloc[:8]  # one batch: 8 images, all three classes
+    task.setup_classes(rows)
+    index = pd.concat([rows.assign(split="train"), rows.assign(split="val")], ignore_index=True)
+    fit(task, index, tmp_path / "run")
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    train_loss = log[log["phase"] == "train"]["loss"].to_numpy()
+    assert train_loss[-1] < 0.05 < train_loss[0]
+    val = pd.read_json(tmp_path / "run" / "metrics_val.json", typ="series")
+    assert val["accuracy"] == 1.0 and val["macro_f1"] == 1.0
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after(epoch: int):
+    def callback(event) -> None:
+        if event.epoch == epoch:
+            raise _Killed
+
+    return callback
+
+
+@pytest.mark.slow
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, table) -> None:
+    # augmentation, dropout and the balanced sampler all draw random numbers: resume must reproduce them all
+    kw = {"epochs": 4, "augment": {"rotation_deg": 10, "hflip": True}, "dropout": 0.2, "balance": "sampler"}
+    train(config(table, tmp_path / "straight", **kw))
+    with pytest.raises(_Killed):
+        train(config(table, tmp_path / "killed", **kw), callbacks=[_kill_after(2)])
+    ckpt = torch.load(tmp_path / "killed" / "checkpoint_last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and not (tmp_path / "killed" / "metrics_test.json").exists()
+
+    train(resume_config(tmp_path / "killed"))
+    a = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "checkpoint_last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 4
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6)
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        torch.testing.assert_close(sb["exp_avg"], sa["exp_avg"], rtol=1e-5, atol=1e-7)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
+    log_a = pd.read_csv(tmp_path / "straight" / "log.csv")
+    log_b = pd.read_csv(tmp_path / "killed" / "log.csv")
+    assert len(log_a) == len(log_b) == 8
+    np.testing.assert_allclose(log_b["loss"], log_a["loss"], rtol=1e-5)
+    np.testing.assert_allclose(log_b["metric"], log_a["metric"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers_and_refuses_to_overwrite(tmp_path, table) -> None:
+    losses = []
+    for name in ("a", "b"):
+        train(config(table, tmp_path / name, epochs=1, augment={"rotation_deg": 15}))
+        losses.append(pd.read_csv(tmp_path / name / "log.csv")["loss"].to_numpy())
+    np.testing.assert_array_equal(losses[0], losses[1])
+    with pytest.raises(InputError, match="already holds a run"):
+        train(config(table, tmp_path / "a", epochs=1))
+
+
+def test_kfold_never_leaks_a_patient(table) -> None:
+    from sonokit.data import load_index
+    from sonokit.train.cv import fold_index, fold_indices
+
+    cfg = config(table, Path("unused"), folds=3)
+    index = load_index(table)
+    folds = fold_indices(index, 3, seed=0)
+    held_out = [set(index.loc[test, "group"]) for _, test in folds]
+    assert set().union(*held_out) == set(index["group"])  # every patient is held out once...
+    assert sum(len(h) for h in held_out) == index["group"].nunique()  # ...and only once
+    for (_, test), groups in zip(folds, held_out, strict=True):
+        df = fold_index(index, test, cfg)
+        by_split = {s: set(df.loc[df["split"] == s, "group"]) for s in ("train", "val", "test")}
+        assert by_split["test"] == groups
+        assert by_split["train"] and by_split["val"]
+        assert not (by_split["train"] & by_split["val"]) and not (by_split["train"] & by_split["test"])
+        assert not (by_split["val"] & by_split["test"])
+
+
+@pytest.mark.slow
+def test_cross_validation_runs_every_fold(tmp_path, table) -> None:
+    import json
+
+    root = train(config(table, tmp_path / "cv", folds=2, epochs=1))
+    cv = json.loads((root / "metrics_cv.json").read_text())
+    assert cv["folds"] == 2 and [f"fold_{i}" for i in range(2)] == cv["runs"]
+    acc = cv["metrics"]["accuracy"]
+    assert len(acc["values"]) == 2 and acc["mean"] == pytest.approx(np.mean(acc["values"]))
+    assert acc["std"] == pytest.approx(np.std(acc["values"], ddof=1))
+    tests = [
+        set(pd.read_csv(root / f"fold_{i}" / "splits.csv").query("split == 'test'")["path"]) for i in range(2)
+    ]
+    assert not tests[0] & tests[1]
+    assert (root / "report.html").is_file()
+
+
+def test_corrupt_image_is_reported_by_name(tmp_path) -> None:
+    table = make_table(tmp_path / "data", n_patients=9, per_patient=2)
+    bad = tmp_path / "data" / "img" / "p07_1.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)  # right magic, broken content
+    with pytest.raises(InputError, match="p07_1.png"):
+        train(config(table, tmp_path / "run", epochs=1))
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()  # failed before any training
+
+
+def test_configs_match_task_defaults_and_reject_typos(tmp_path) -> None:
+    from sonokit.tasks import task_names
+    from sonokit.train.config import parse_sets, read_yaml
+
+    for name in task_names():
+        if not (Path(__file__).parents[1] / "configs" / f"{name}.yaml").is_file():
+            continue
+        defaults = get_task(name).defaults
+        from_yaml = resolve_config(name, task_defaults={})
+        from_class = resolve_config(name, task_defaults=defaults, config_dir=tmp_path)  # no YAML there
+        assert from_yaml == from_class, f"configs/{name}.yaml and {name}'s Task.defaults disagree"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    with pytest.raises(InputError, match="epochz"):
+        resolve_config("classify", config_file=bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 3\nlr: 0.1\naugment: {rotation_deg: 5}\n")
+    cfg = resolve_config(
+        "lus", config_file=good, overrides={"lr": 0.5}, task_defaults=get_task("lus").defaults
+    )
+    assert (cfg.epochs, cfg.lr, cfg.augment["rotation_deg"], cfg.augment["hflip"]) == (3, 0.5, 5, True)
+    assert read_yaml(good)["epochs"] == 3
+    sets = parse_sets(["options.video_rule=mean", "augment.hflip=false", "epochs=4"])
+    cfg = resolve_config("lus", config_file=good, task_defaults=get_task("lus").defaults, sets=sets)
+    assert (cfg.options["video_rule"], cfg.options["max_frames"], cfg.augment["hflip"], cfg.epochs) == (
+        "mean",
+        16,
+        False,
+        4,
+    )
+    assert cfg.hash() == cfg.model_copy(update={"num_workers": 4, "out": "x"}).hash()
+    assert cfg.hash() != cfg.model_copy(update={"lr": 0.2}).hash()
+
+
+def test_amp_is_off_on_cpu_and_bf16_where_asked() -> None:
+    from sonokit.train.engine import amp_dtype
+
+    cfg = resolve_config("classify", task_defaults={})
+    assert amp_dtype(cfg, torch.device("cpu")) is None
+    assert amp_dtype(cfg.model_copy(update={"amp": "bf16"}), torch.device("cpu")) is torch.bfloat16
+    assert amp_dtype(cfg.model_copy(update={"amp": "off"}), torch.device("cuda")) is None
+
+
+def test_gather_outputs_drops_distributed_sampler_padding() -> None:
+    from sonokit.train.distributed import DistInfo, gather_outputs
+
+    # DistributedSampler pads the last rank with repeats of the first items; rows come back sorted and unique
+    out = gather_outputs({"index": np.array([4, 0, 2, 0]), "y": np.array([40, 0, 20, 0])}, DistInfo())
+    assert out["index"].tolist() == [0, 2, 4] and out["y"].tolist() == [0, 20, 40]
