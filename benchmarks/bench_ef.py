@@ -132,11 +132,12 @@ def build_paths(args: argparse.Namespace) -> list[tuple[str, Callable[[], EchoMo
     )
     lv_run = runs.get("lv-seg") or runs.get("lv-trace")
     seg = partial(trained_model, lv_run) if lv_run else partial(fresh_model, "lv-seg", args.seg_model)
-    video_name, seg_name = video().run.cfg.model, seg().run.cfg.model
+    video_name, lv = video().run.cfg.model, seg()
+    lv_label = f"{lv.run.cfg.model} {'tracing' if lv.role == 'trace' else 'segmentation'} + Simpson"
     paths = [
         (f"{video_name}, all clips", video, {}),
         (f"{video_name}, one clip", video, {"one_clip": True}),
-        (f"{seg_name} segmentation + Simpson", seg, {}),
+        (lv_label, seg, {}),
     ]
     if not args.no_reference:
         ref = partial(fresh_model, "ef", "r2plus1d_18", {"frames": 32, "period": 2, "clip_stride": 1})

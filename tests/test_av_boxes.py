@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -146,10 +147,19 @@ def test_index_reads_frames_without_a_valve_and_rejects_unlisted_boxes(tmp_path)
     (tmp_path / "img").mkdir()
     for name in ("a", "b", "c"):
         cv2.imwrite(str(tmp_path / "img" / f"{name}.png"), np.zeros((20, 30), np.uint8))
-    pd.DataFrame({"path": ["img/a.png", "img/b.png"], "x1": [2, 3], "y1": [2, 3], "x2": [9, 12], "y2": [8, 11],
-                  "label": "aortic_valve"}).to_csv(tmp_path / "boxes.csv", index=False)
-    pd.DataFrame({"path": ["img/a.png", "img/b.png", "img/c.png"], "label": [1, 0, 0],
-                  "group": ["p1", "p1", "p2"]}).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame(
+        {
+            "path": ["img/a.png", "img/b.png"],
+            "x1": [2, 3],
+            "y1": [2, 3],
+            "x2": [9, 12],
+            "y2": [8, 11],
+            "label": "aortic_valve",
+        }
+    ).to_csv(tmp_path / "boxes.csv", index=False)
+    pd.DataFrame(
+        {"path": ["img/a.png", "img/b.png", "img/c.png"], "label": [1, 0, 0], "group": ["p1", "p1", "p2"]}
+    ).to_csv(tmp_path / "labels.csv", index=False)
     df = read_av_index(tmp_path)
     assert df["n_boxes"].tolist() == [1, 1, 0] and df["label"].tolist() == ["1", "0", "0"]
     np.testing.assert_allclose(df["boxes"][1], [[3, 3, 12, 11]])
@@ -157,3 +167,24 @@ def test_index_reads_frames_without_a_valve_and_rejects_unlisted_boxes(tmp_path)
     pd.DataFrame({"path": ["img/a.png"], "label": [1]}).to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(InputError, match="not listed in labels.csv"):
         read_av_index(tmp_path)
+
+
+def test_detector_forward_exports_to_onnx_with_the_same_maps(tmp_path) -> None:
+    import onnxruntime as ort
+
+    from sonokit.av.detector import AVDetector
+
+    model = AVDetector("tinycnn", 1, 64).eval()
+    assert model.stride == (8.0, 8.0) and model.spec["feature_map"] == [8, 8]
+    x = torch.rand(2, 1, 64, 64)
+    path = tmp_path / "det.onnx"
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated, and 20x faster here than dynamo
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (x,), path, dynamo=False, input_names=["x"], output_names=["maps"],
+            dynamic_axes={"x": {0: "batch"}, "maps": {0: "batch"}},
+        )  # fmt: skip
+    x3 = torch.rand(3, 1, 64, 64)  # another batch size than the traced one
+    maps = ort.InferenceSession(str(path)).run(None, {"x": x3.numpy()})[0]
+    assert maps.shape == (3, 5, 8, 8)
+    np.testing.assert_allclose(maps, model(x3).detach().numpy(), atol=1e-4)

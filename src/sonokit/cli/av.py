@@ -41,6 +41,10 @@ def _quiet(quiet: bool) -> None:
 QUIET = typer.Option(False, "--quiet", help="No progress bars, warnings only.")
 
 
+def _ci(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
 def _f(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -131,7 +135,7 @@ def evaluate_cmd(
         f"mean IoU {_f(d['mean_iou'])}"
     )
     typer.echo(
-        f"cascade: F1 {_f(c['f1'])} {c['f1_ci95']}, precision {_f(c['precision'])}, "
+        f"cascade: F1 {_f(c['f1'])} {_ci(c['f1_ci95'])}, precision {_f(c['precision'])}, "
         f"recall {_f(c['recall'])}, accuracy {_f(c['accuracy'])}"
     )
     if b is not None:

@@ -18,6 +18,7 @@ _BUILTIN = (
     "sonokit.echo.tasks_ef",
     "sonokit.echo.tasks_lv",
     "sonokit.av.tasks",
+    "sonokit.tasks.quality",
 )
 _loaded = False
 
