@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sonokit-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-fast lint install bench clean
+.PHONY: demo test test-fast lint install browser bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,11 +17,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sonokit demo --out $(DEMO_OUT)
 
+# The web app's end-to-end test drives Debian's Chromium (no downloaded browser).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  { echo "install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; exit 1; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP)

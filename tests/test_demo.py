@@ -24,7 +24,12 @@ def _metric_tables(md: str) -> dict[str, dict[str, str]]:
         if line.startswith("## "):
             current = line[3:].strip()
             out[current] = {}
-        elif current and line.startswith("| ") and not line.startswith("| metric") and not line.startswith("|---"):
+        elif (
+            current
+            and line.startswith("| ")
+            and not line.startswith("| metric")
+            and not line.startswith("|---")
+        ):
             cells = [c.strip() for c in line.strip("|").split("|")]
             out[current][cells[0]] = cells[1]
     return out

@@ -12,10 +12,14 @@ _DEFAULT_HC18 = Path(__file__).resolve().parents[3].parent / "shared" / "data" /
 def demo_cmd(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for data, runs and report.html."),
     quick: bool = typer.Option(False, "--quick", help="Tiny data and 1-3 epochs: about 2 minutes."),
-    systems: str = typer.Option("echo,av,quality,lus,fetal", "--systems", help="Comma-separated systems to run."),
+    systems: str = typer.Option(
+        "echo,av,quality,lus,fetal", "--systems", help="Comma-separated systems to run."
+    ),
     seed: int = typer.Option(0, "--seed"),
     hc18: Path | None = typer.Option(
-        None, "--hc18", help="Real HC18 folder for the quality system (default: ../shared/data/hc18 when present)."
+        None,
+        "--hc18",
+        help="Real HC18 folder for the quality system (default: ../shared/data/hc18 when present).",
     ),
 ) -> None:
     """Run every system end to end on simulated data and write DIR/report.html and DIR/report.md."""

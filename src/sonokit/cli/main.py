@@ -35,7 +35,9 @@ def _version(value: bool) -> None:
 def _root(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     set_quiet(quiet)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO

@@ -77,7 +77,9 @@ def _ci(ci: list[float] | None) -> str:
 def _img_html(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     cap = html.escape(path.stem.replace("_", " "))
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{cap}"><figcaption>{cap}</figcaption></figure>'
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{cap}"><figcaption>{cap}</figcaption></figure>'
+    )
 
 
 def render_html(sections: list[Section], title: str, header: list[tuple[str, str]]) -> str:
@@ -96,7 +98,9 @@ def render_html(sections: list[Section], title: str, header: list[tuple[str, str
                 f"<td>{html.escape(m.note)}</td></tr>"
                 for m in s.metrics
             )
-            parts.append(f"<table><tr><th>metric</th><th>value</th><th>95% CI</th><th></th></tr>{rows}</table>")
+            parts.append(
+                f"<table><tr><th>metric</th><th>value</th><th>95% CI</th><th></th></tr>{rows}</table>"
+            )
         images = [p for p in s.plots + s.examples if p.is_file()]
         if images:
             parts += ['<div class="plots">', *(_img_html(p) for p in images), "</div>"]
@@ -132,7 +136,9 @@ def render_markdown(sections: list[Section], title: str, header: list[tuple[str,
     return "\n".join(lines) + "\n"
 
 
-def write_reports(out: Path, sections: list[Section], title: str, header: list[tuple[str, str]]) -> tuple[Path, Path]:
+def write_reports(
+    out: Path, sections: list[Section], title: str, header: list[tuple[str, str]]
+) -> tuple[Path, Path]:
     html_path = atomic_write_text(out / "report.html", render_html(sections, title, header))
     md_path = atomic_write_text(out / "report.md", render_markdown(sections, title, header, out))
     return html_path, md_path

@@ -94,7 +94,11 @@ def parse_systems(text: str) -> list[str]:
 
 
 def run_demo(
-    out: str | Path, quick: bool = False, systems: list[str] | None = None, seed: int = 0, hc18: str | Path | None = None
+    out: str | Path,
+    quick: bool = False,
+    systems: list[str] | None = None,
+    seed: int = 0,
+    hc18: str | Path | None = None,
 ) -> tuple[Path, list[Section]]:
     """Run the chosen systems into `out`; returns the report path and the sections (errors recorded in them)."""
     import torch
@@ -123,7 +127,10 @@ def run_demo(
     header = [
         ("mode", f"{scale.name} ({', '.join(chosen)})"),
         ("seed", str(seed)),
-        ("machine", f"{platform.machine()}, {platform.system()}, torch {torch.__version__}, {torch.get_num_threads()} threads"),
+        (
+            "machine",
+            f"{platform.machine()}, {platform.system()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        ),
         ("total time", f"{progress.elapsed:.0f} s"),
     ]
     report, _ = write_reports(out, sections, "sonokit demo report", header)

@@ -55,7 +55,9 @@ def _uncertainty(ctx: Any, section: Section, run: Path, weight: float, label: st
     """Calibration, conformal sets, correctness check and selective prediction on the run's val/test splits."""
     from sonokit.uncertainty.report import run_uncertainty
 
-    summary = ctx.step(f"{label}: uncertainty", weight, lambda: run_uncertainty(run, alpha=0.1, seed=ctx.seed))
+    summary = ctx.step(
+        f"{label}: uncertainty", weight, lambda: run_uncertainty(run, alpha=0.1, seed=ctx.seed)
+    )
     for key, label_, note in _UNCERTAINTY_ROWS:
         value = _dig(summary, key)
         if value is not None:
@@ -76,7 +78,11 @@ _UNCERTAINTY_ROWS = [
     ("selective.risk_at_80", "error at 80% coverage", "test"),
     ("selective.aurc", "AURC", "lower is better"),
     ("combined.accuracy_plain", "accuracy, classifier alone", "test"),
-    ("combined.by_correctness_model.msp.accuracy", "accuracy, classifier + kNN fallback when flagged", "test"),
+    (
+        "combined.by_correctness_model.msp.accuracy",
+        "accuracy, classifier + kNN fallback when flagged",
+        "test",
+    ),
 ]
 
 
@@ -115,13 +121,21 @@ def fetal(ctx: Any) -> Section:
         summary="Six planes of FETAL_PLANES_DB (abdomen, brain, femur, thorax, maternal cervix, other), split by "
         "patient; a small CNN with the attention + MLP head, top-2 accuracy, Grad-CAM, calibration and similar cases.",
     )
-    data = ctx.step("fetal: simulate", 0.2, lambda: _synth(ctx, "fetal-planes", "fetal_planes", s.n["fetal"], 128))
+    data = ctx.step(
+        "fetal: simulate", 0.2, lambda: _synth(ctx, "fetal-planes", "fetal_planes", s.n["fetal"], 128)
+    )
     run = ctx.step(
         "fetal: train + evaluate",
         1.2,
         lambda: _train(
-            ctx, "fetal-plane", data, "fetal-plane", epochs=s.epochs["fetal"], size=s.size["fetal"],
-            head="attention-mlp", options={"gradcam_samples": 4},
+            ctx,
+            "fetal-plane",
+            data,
+            "fetal-plane",
+            epochs=s.epochs["fetal"],
+            size=s.size["fetal"],
+            head="attention-mlp",
+            options={"gradcam_samples": 4},
         ),
     )
     _classification_metrics(section, _json(run / "metrics_test.json"))
@@ -152,9 +166,7 @@ def lus(ctx: Any) -> Section:
     run = ctx.step(
         "lus: train + evaluate",
         0.9,
-        lambda: _train(
-            ctx, "lus", data / "lus.csv", "lus", epochs=s.epochs["lus"], size=s.size["lus"]
-        ),
+        lambda: _train(ctx, "lus", data / "lus.csv", "lus", epochs=s.epochs["lus"], size=s.size["lus"]),
     )
     _classification_metrics(section, _json(run / "metrics_test.json"), video=True)
     section.plots += _plots(run, "confusion_test.png", "confusion_video_test.png", "roc_test.png")
@@ -171,12 +183,121 @@ def lus(ctx: Any) -> Section:
 
 
 def echo(ctx: Any) -> Section:
-    raise NotImplementedError("the echo system is not wired into the demo yet")
+    s = ctx.scale
+    section = Section(
+        key="echo",
+        title="Echo LVEF",
+        summary="Apical-4-chamber cines in the EchoNet-Dynamic layout; the two-stream 3D-CNN (frames + z-scored "
+        "frame differences, attention fusion) regresses EF from clips, evaluated with all-clips averaging; "
+        "Simpson's method checks the written tracings. baseline_mae is predicting the training mean.",
+    )
+    data = ctx.step("echo: simulate", 0.4, lambda: _synth(ctx, "echo", "echo", s.n["echo"], s.size["echo"]))
+    model = "two-stream-tiny" if s.name == "quick" else "two-stream"
+    run = ctx.step(
+        "echo: train + evaluate EF model",
+        2.3,
+        lambda: _train(ctx, "ef", data, "ef", epochs=s.epochs["echo"], model=model, batch_size=4),
+    )
+    metrics = _json(run / "metrics_test.json")
+    for key in ("mae", "rmse", "r2", "pearson_r", "baseline_mae"):
+        section.add_metric(metrics, key, note="test, EF %")
+    section.plots += sorted((run / "plots").glob("*.png"))[:4]
+    section.commands = [
+        "# EchoNet-Dynamic: FileList.csv, VolumeTracings.csv, Videos/*.avi (or `sonokit convert` your DICOMs)",
+        "sonokit ef simpson EchoNet-Dynamic --out simpson.csv",
+        "sonokit train ef --data EchoNet-Dynamic --out runs/ef/mine",
+        "sonokit train lv-seg --data EchoNet-Dynamic --out runs/lv-seg/mine",
+        "sonokit ef predict --run runs/ef/mine --run runs/lv-seg/mine study.dcm --out ef.csv --overlay overlays/",
+    ]
+    ctx.step("echo: Simpson check", 0.3, lambda: _simpson_check(section, data))
+    return section
+
+
+def _simpson_check(section: Section, data: Path) -> None:
+    """EF by Simpson's method from the written tracings against FileList's EF (should agree exactly)."""
+    import numpy as np
+
+    from sonokit.clinical import ejection_fraction
+    from sonokit.data import read_echonet
+
+    index = read_echonet(data)
+    diffs = []
+    for _, row in index.filelist.iterrows():
+        _, _, edv, esv = index.ed_es_volumes(row["FileName"])
+        diffs.append(abs(ejection_fraction(edv, esv) - float(row["EF"])))
+    section.metrics.append(Metric("max |EF Simpson - FileList EF|", float(np.max(diffs)), None, "all cases"))
 
 
 def aortic_valve(ctx: Any) -> Section:
-    raise NotImplementedError("the aortic-valve system is not wired into the demo yet")
+    s = ctx.scale
+    section = Section(
+        key="av",
+        title="Aortic valve calcification",
+        summary="Parasternal short-axis frames: a single-class valve detector (box-aware translation, zoom, "
+        "rotation and gamma augmentation), then a calcified/not classifier on the crop, split by patient.",
+    )
+    data = ctx.step("av: simulate", 0.3, lambda: _synth(ctx, "psax", "psax", s.n["psax"], s.size["psax"]))
+    det = ctx.step(
+        "av: train + evaluate detector",
+        1.4,
+        lambda: _train(
+            ctx, "av-detect", data, "av-detect", epochs=s.epochs["av-detect"], size=s.size["psax"]
+        ),
+    )
+    for key in ("precision", "recall", "f1", "map50", "mean_iou"):
+        section.add_metric(_json(det / "metrics_test.json"), key, label=f"detector {key}", note="test")
+    cls = ctx.step(
+        "av: train + evaluate calcification classifier",
+        1.3,
+        lambda: _train(
+            ctx, "av-calcification", data, "av-calcification", epochs=s.epochs["av-calcification"]
+        ),
+    )
+    for key in ("accuracy", "macro_f1", "auroc"):
+        section.add_metric(
+            _json(cls / "metrics_test.json"), key, label=f"calcification {key}", note="test, GT crops"
+        )
+    section.plots += sorted((det / "plots").glob("*.png"))[:2] + sorted((cls / "plots").glob("*.png"))[:2]
+    section.commands = [
+        "# boxes.csv (path,x1,y1,x2,y2,label) + labels.csv (path,label 0/1,group) beside the images",
+        "sonokit train av-detect --data PSAX --out runs/av-detect/mine",
+        "sonokit train av-calcification --data PSAX --out runs/av-calcification/mine",
+        "sonokit av predict runs/av-detect/mine runs/av-calcification/mine frames/ --out av.csv",
+        "sonokit av experiments --data PSAX --out av_tables/",
+    ]
+    return section
 
 
 def quality(ctx: Any) -> Section:
-    raise NotImplementedError("the image-quality system is not wired into the demo yet")
+    s = ctx.scale
+    section = Section(
+        key="quality",
+        title="Image quality",
+        summary="A 4-class classifier (original / scale-up / blur / noise) with an SSIM severity output, trained on "
+        "corruptions generated from clean images split by subject.",
+    )
+    if ctx.hc18 is not None and s.name == "full":
+        data, source = ctx.hc18, "the real HC18 fetal head images"
+    else:
+        fetal = ctx.step(
+            "quality: simulate clean images",
+            0.2,
+            lambda: _synth(ctx, "fetal-planes", "quality_clean", s.n["quality"], 128),
+        )
+        data, source = fetal / "Images", "simulated fetal images"
+    section.summary += f" Clean images: {source}."
+    run = ctx.step(
+        "quality: train + evaluate",
+        1.8,
+        lambda: _train(ctx, "quality", data, "quality", epochs=s.epochs["quality"], size=s.size["quality"]),
+    )
+    metrics = _json(run / "metrics_test.json")
+    for key in ("accuracy", "macro_f1", "auroc", "ece"):
+        section.add_metric(metrics, key, note="test, 4 classes")
+    section.plots += sorted((run / "plots").glob("*.png"))[:4]
+    section.commands = [
+        "sonokit train quality --data clean_images/ --out runs/quality/mine",
+        "sonokit quality sweep runs/fetal-plane/mine --data FETAL_PLANES_DB --out sweep/ --level 0.9",
+        "sonokit quality check new_images/ --run runs/quality/mine --out gate.csv --move-rejected rejected/",
+    ]
+    return section

@@ -27,7 +27,9 @@ def progress_enabled() -> bool:
     return not _QUIET and sys.stderr.isatty() and os.environ.get("SONOKIT_NO_PROGRESS") is None
 
 
-def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, unit: str = "it") -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], desc: str = "", total: int | None = None, unit: str = "it"
+) -> Iterator[T]:
     """A tqdm bar on stderr when it is a terminal; a plain iterator otherwise (CI logs stay readable)."""
     if not progress_enabled():
         yield from iterable

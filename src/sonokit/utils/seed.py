@@ -11,7 +11,7 @@ import numpy as np
 def seed_everything(seed: int, deterministic: bool = False) -> np.random.Generator:
     """Seed python, numpy and torch; return a numpy Generator for code that takes an explicit one."""
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds libraries that still use the legacy global RNG
     os.environ["PYTHONHASHSEED"] = str(seed)
     try:
         import torch
