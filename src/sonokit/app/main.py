@@ -133,6 +133,12 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
             "bse: British Society of Echocardiography",
             key="opt_thresholds",
         )
+        headline = st.selectbox(
+            "Headline EF from",
+            ["video model", "LV model (Simpson's, mean of beats)"],
+            help="Used when both an EF and an LV model are chosen; both values are always shown",
+            key="opt_headline",
+        )
         f0, p0 = _clip_defaults(echo, ef)
         c1, c2 = st.columns(2)
         frames = c1.number_input("frames / clip", 2, 128, f0, key="opt_frames")
@@ -153,9 +159,16 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
         av_detect=av_det, av_calcification=av_cls,
     )  # fmt: skip
     options = Options(
-        thresholds=thresholds, frames=int(frames), period=int(period), alpha=float(alpha), top_k=int(top_k),
-        n_similar=int(n_similar), quality_threshold=float(quality_threshold), av_threshold=float(av_threshold),
-    )  # fmt: skip
+        thresholds=thresholds,
+        ef_headline="video" if headline == "video model" else "lv",
+        frames=int(frames),
+        period=int(period),
+        alpha=float(alpha),
+        top_k=int(top_k),
+        n_similar=int(n_similar),
+        quality_threshold=float(quality_threshold),
+        av_threshold=float(av_threshold),
+    )
     return selection, options, hide_names
 
 

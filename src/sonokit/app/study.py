@@ -70,6 +70,7 @@ class Options:
     """The sidebar's options; frames/period None keep the EF model's own clip sampling."""
 
     thresholds: str = "default"
+    ef_headline: str = "video"  # which model gives the headline EF when both are chosen: "video" or "lv"
     frames: int | None = None
     period: int | None = None
     alpha: float = 0.1
@@ -423,6 +424,8 @@ def _echo(models: Models, path: Path, workdir: Path, options: Options) -> EchoRe
     from sonokit.echo.predict import measure_lv, predict_study
 
     echo_models = [_with_clip(m, options.frames, options.period) for m in models.echo]
+    # predict_study takes its headline EF from the first model
+    echo_models.sort(key=lambda m: (m.role == "video") != (options.ef_headline == "video"))
     overlay = workdir / "overlay.webm"
     row = predict_study(path, echo_models, options.thresholds, overlay=overlay)
     video = next((m for m in echo_models if m.role == "video"), None)
@@ -446,7 +449,7 @@ def _echo(models: Models, path: Path, workdir: Path, options: Options) -> EchoRe
         res.ef_video_sd = float(row.get(f"ef_{k}_sd", math.nan))
         res.ef_video_beats = float(row.get(f"ef_{k}_beats", math.nan))
         q, res.interval_note = ef_interval(models, video.run.run_dir, options.alpha)
-        if video is not models.echo[[m.role for m in models.echo].index("video")]:
+        if video.run is not next(m.run for m in models.echo if m.role == "video"):
             res.interval_note += " (calibrated with the model's own clip sampling, not the sidebar's)"
         if q is not None and math.isfinite(res.ef_video):
             res.interval = (res.ef_video - q, res.ef_video + q)
