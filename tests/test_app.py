@@ -166,6 +166,14 @@ def test_echo_page_shows_ef_class_contour_video_curve_and_downloads(trained, mon
     at.run()
     assert get_thresholds("bse").classify(expected["ef"]) in _texts(at) and "bse thresholds" in _texts(at)
 
+    # the headline EF can come from the LV model (Simpson's over beats) instead of the video model
+    at.selectbox(key="opt_headline").set_value("LV model (Simpson's, mean of beats)")
+    at.run()
+    ef_lv = expected["ef_seg"]
+    shown = {m.label: m.value for m in at.get("metric")}["EF"]
+    assert shown == (f"{ef_lv:.1f} %" if ef_lv == ef_lv else "n/a")
+    assert _results(at)[-1].echo.ef_source == "seg"
+
 
 def test_classifier_page_with_quality_gate_first(trained, monkeypatch) -> None:
     from sonokit.predict import load_run, predict_files

@@ -58,7 +58,6 @@ def test_same_seed_same_image_and_shape_kept(name, textured):
         assert not np.array_equal(a, other)
 
 
-@pytest.mark.slow
 @pytest.mark.shared
 def test_ssim_falls_monotonically_on_a_real_image(real_image):
     """Six evenly spaced intensities, 0 to saturation: SSIM strictly decreasing for every corruption but JPEG.

@@ -227,7 +227,7 @@ def test_ef_predict_on_dicom_converted_avi_and_a_bad_file(predicted, runs, capsy
     for _, row in good.iterrows():
         n = int(row["n_frames"])
         for col in ("ed_frames", "es_frames", "ed_frames_seg", "es_frames_trace"):
-            frames = [int(f) for f in str(row[col]).split(";")]
+            frames = [int(float(f)) for f in str(row[col]).split(";")]  # one frame reads back as a float
             assert frames and all(0 <= f < n for f in frames), (row["path"], col)
         with open_cine(row["overlay"]) as cine:
             assert cine.n_frames == n and cine.width >= 320

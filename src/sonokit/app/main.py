@@ -175,6 +175,10 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
 # ---------------------------------------------------------------------------------------------- results
 
 
+def _round(v, digits: int = 1):
+    return round(v, digits) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
 def _fmt(v, digits: int = 1, unit: str = "") -> str:
     return f"{v:.{digits}f}{unit}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
 
@@ -213,10 +217,15 @@ def show_echo(r: StudyResult) -> None:
         if png:
             st.image(png, caption="LV area over time with end-diastole (red) and end-systole (blue)")
         if e.beats:
+            unit = e.volume_unit
             st.dataframe(
-                [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in b.items()} for b in e.beats],
+                [
+                    {"beat": b["beat"], "ED frame": b["ed"], "ES frame": b["es"], "EF %": _round(b.get("ef")),
+                     f"EDV ({unit})": _round(b.get("edv")), f"ESV ({unit})": _round(b.get("esv"))}
+                    for b in e.beats
+                ],
                 hide_index=True,
-            )
+            )  # fmt: skip
         elif e.curve is not None:
             st.caption("No complete beat found: ED/ES are the largest and the smallest LV of the cine.")
 

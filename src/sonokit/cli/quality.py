@@ -38,7 +38,9 @@ def sweep_cmd(
     ),
     steps: int = typer.Option(10, "--steps", min=1, help="Intensity steps from 0 to saturation."),
     max_intensity: list[str] = typer.Option(
-        [], "--max-intensity", help="NAME=VALUE: sweep NAME from 0 to VALUE instead of saturation (repeatable)."
+        [],
+        "--max-intensity",
+        help="NAME=VALUE: sweep NAME from 0 to VALUE instead of saturation (repeatable).",
     ),
     split: str = typer.Option("test", "--split", help="train, val, test, or all."),
     max_images: int = typer.Option(
@@ -60,7 +62,9 @@ def sweep_cmd(
             sep = ""
         if not sep:
             raise InputError(f"--max-intensity expects NAME=VALUE (e.g. scale_up=0.05), got {item!r}")
-    summary = sweep_run(run, out, data, corruptions, steps, level, relative, split, max_images, seed, device, tops)
+    summary = sweep_run(
+        run, out, data, corruptions, steps, level, relative, split, max_images, seed, device, tops
+    )
     typer.echo(f"clean accuracy {summary['clean_accuracy']:.3f} on {summary['n_images']} {split} images")
     mode = "relative" if relative else "absolute"
     for name, th in summary["thresholds"][mode].items():

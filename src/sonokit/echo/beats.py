@@ -30,11 +30,17 @@ def find_beats(
     fps: float | None = None,
     min_beat_s: float = 0.33,
     min_prominence: float = 0.08,
+    edge_tolerance: float = 0.1,
 ) -> list[Beat]:
     """Beats of a cine from its LV size curve.
 
     `min_beat_s` bounds the heart rate (0.33 s = 180 bpm); `min_prominence` is a fraction of the curve's range,
     which keeps speckle jitter from counting as a beat. Without fps, 50 fps (EchoNet) is assumed.
+
+    A cine cut mid-cycle starts or ends with a partial beat: its first frame looks like a peak and its last like
+    a trough, and their "EF" is too low. An extremum on the first or last frame therefore counts only when it is
+    as extreme as the interior ones (within `edge_tolerance` of the curve's range); with no interior peak or
+    trough to compare with (a cine of about one beat), it counts.
     """
     size = np.asarray(size, dtype=np.float64)
     if size.ndim != 1 or len(size) < 3:
@@ -51,6 +57,8 @@ def find_beats(
     peaks = peaks - 1
     troughs, _ = find_peaks(np.pad(-smooth, 1, mode="minimum"), distance=distance, prominence=prominence)
     troughs = troughs - 1
+    peaks = _drop_partial_edges(peaks, smooth, edge_tolerance * span, high=True)
+    troughs = _drop_partial_edges(troughs, smooth, edge_tolerance * span, high=False)
     beats: list[Beat] = []
     for i, ed in enumerate(peaks):
         end = peaks[i + 1] if i + 1 < len(peaks) else len(size)
@@ -60,6 +68,17 @@ def find_beats(
         es = int(inside[np.argmin(smooth[inside])])
         beats.append(Beat(ed=int(ed), es=es))
     return beats
+
+
+def _drop_partial_edges(extrema: np.ndarray, curve: np.ndarray, tol: float, high: bool) -> np.ndarray:
+    """Peaks (high) or troughs on the first / last frame that are less extreme than the interior ones."""
+    last = len(curve) - 1
+    inner = extrema[(extrema > 0) & (extrema < last)]
+    if len(inner) == 0:
+        return extrema
+    ref = float(np.median(curve[inner]))
+    keep = [e for e in extrema if 0 < e < last or (curve[e] >= ref - tol if high else curve[e] <= ref + tol)]
+    return np.asarray(keep, dtype=extrema.dtype)
 
 
 def beat_efs(volume: np.ndarray, beats: list[Beat]) -> np.ndarray:

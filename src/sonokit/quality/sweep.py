@@ -105,7 +105,9 @@ def robustness_sweep(
                 for start in range(0, len(images), batch_size):
                     corrupted = []
                     for i in range(start, min(start + batch_size, len(images))):
-                        out = corruption.apply(images[i], float(intensity), np.random.default_rng([seed, ci, i]))
+                        out = corruption.apply(
+                            images[i], float(intensity), np.random.default_rng([seed, ci, i])
+                        )
                         ssims[i] = ssim(images[i], out)
                         corrupted.append(out)
                     parts.append(_predict(predict_fn, corrupted, batch_size))
