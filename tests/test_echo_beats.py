@@ -40,17 +40,16 @@ def test_flat_curve_has_no_beats_and_bad_curves_fail() -> None:
         find_beats(np.array([1.0, 2.0]), fps=50)
 
 
-@pytest.mark.parametrize("start_phase", [0.25, 0.4])
-def test_partial_beats_at_the_edges_are_left_out(start_phase: float) -> None:
-    """A cine starting mid-systole and ending mid-systole: only the complete beats count, at their true EF."""
+@pytest.mark.parametrize("start_phase,cycles", [(0.25, 2.6), (0.0, 2.35)])
+def test_partial_beats_at_the_edges_are_left_out(start_phase: float, cycles: float) -> None:
+    """A cine cut mid-systole at its start or its end: only complete beats count, each at its true EF (50)."""
     fps, bpm = 50.0, 75.0
-    period = fps * 60 / bpm  # 40 frames
-    n = int(2.6 * period)  # ends 0.6 of a cycle after its start: mid-systole again
+    n = int(cycles * fps * 60 / bpm)
     t = np.arange(n) / fps + start_phase * 60 / bpm
-    phase = 0.5 - 0.5 * np.cos(2 * np.pi * bpm / 60 * t)
-    volume = 120 - 60 * phase  # EF 50 per complete beat
+    volume = 120 - 60 * (0.5 - 0.5 * np.cos(2 * np.pi * bpm / 60 * t))
     beats = find_beats(volume, fps=fps)
-    assert beats and all(0 < b.ed and b.es < n - 1 for b in beats)
+    assert len(beats) == 2
     assert np.allclose(beat_efs(volume, beats), 50.0, atol=1.0)
-    # the first frame lies on the falling limb: counting it as ED would give a lower EF
-    assert volume[0] < volume.max() - 5
+    # without the edge rule the cut-off beat is counted, with an EF far below 50
+    loose = find_beats(volume, fps=fps, edge_tolerance=10.0)
+    assert len(loose) == 3 and beat_efs(volume, loose).min() < 40
