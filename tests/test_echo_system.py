@@ -123,7 +123,7 @@ def test_lv_seg_run_measures_dice_beats_and_ef(runs, echo_root) -> None:
     for col in ("ed_frames", "es_frames"):
         for f in str(cine[col]).split(";"):
             if f and f != "nan":
-                assert 0 <= int(f) < n_frames
+                assert 0 <= int(float(f)) < n_frames  # a single frame reads back as a float
     assert (runs["seg"] / "plots" / "lv_area_test_00.png").is_file()
     assert "point_error" not in m  # a mask has no tracing points
 
@@ -237,7 +237,10 @@ def test_ef_predict_on_dicom_converted_avi_and_a_bad_file(predicted, runs, capsy
 
 
 def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_root, tmp_path) -> None:
-    """Same cine as AVI (no spacing: pixels**3) and as DICOM with spacing: volumes differ by exactly mm**3 / 1000."""
+    """Same cine as AVI (no spacing: pixels**3) and as DICOM with spacing (mL): the volumes differ by the model
+    pixel's volume, (original spacing x crop pixel size)**3 / 1000 (the seg run works at 64 px, so the crop
+    transform's scale matters)."""
+    from sonokit.echo.frames import prepare_frames
     from sonokit.echo.predict import predict_to_csv
     from sonokit.io import read_frames
 
@@ -250,9 +253,12 @@ def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_ro
     assert not errors and written is not None
     px, ml = (table[table["path"] == str(x)].iloc[0] for x in (predicted["video"], dcm))
     assert px["volume_unit"] == "px^3" and ml["volume_unit"] == "mL"
-    assert ml["ed_frames"] == px["ed_frames"]
-    if px["edv"] > 0:
-        assert ml["edv"] == pytest.approx(px["edv"] * meta["mm_per_px"] ** 3 / 1000.0, rel=0.02)
+    assert ml["ed_frames"] == px["ed_frames"] and px["edv"] > 0
+    pixel_size = prepare_frames(frames, 64)[1].pixel_size
+    assert 1.7 < pixel_size < 1.8  # the 112-px fan, cropped and resized to 64
+    model_voxel_ml = (meta["mm_per_px"] * pixel_size) ** 3 / 1000.0
+    assert ml["edv"] == pytest.approx(px["edv"] * model_voxel_ml, rel=1e-6)
+    assert ml["esv"] == pytest.approx(px["esv"] * model_voxel_ml, rel=1e-6)
 
 
 def test_ef_predict_refuses_a_folder_that_is_not_a_run(echo_root, tmp_path, capsys, monkeypatch) -> None:

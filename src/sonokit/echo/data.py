@@ -114,9 +114,15 @@ def clip_indices(start: int, frames: int, period: int) -> np.ndarray:
     return start + period * np.arange(frames, dtype=np.int64)
 
 
-def take_clip(video: np.ndarray, start: int, frames: int, period: int) -> np.ndarray:
-    """Frames start, start + period, ... of a (F, H, W[, C]) video; past the end: zero frames (as EchoNet)."""
+def take_clip(video: np.ndarray, start: int, frames: int, period: int, pad: str = "repeat") -> np.ndarray:
+    """Frames start, start + period, ... of a (F, H, W[, C]) video.
+
+    A clip longer than the video continues from its first frame ("repeat": a cine is a loop of heartbeats) or
+    with black frames ("zero", EchoNet's choice, for its checkpoints).
+    """
     idx = clip_indices(start, frames, period)
+    if pad == "repeat":
+        return video[idx % len(video)]
     inside = idx < len(video)
     out = np.zeros((frames, *video.shape[1:]), dtype=video.dtype)
     out[inside] = video[idx[inside]]
@@ -156,12 +162,14 @@ class ClipDataset(torch.utils.data.Dataset):
         frames: int,
         period: int,
         stride: int = 1,
+        temporal_pad: str = "repeat",
         train: bool = False,
         pad: int = 0,
         seed: int = 0,
         store: PreparedStore | None = None,
     ) -> None:
         self.stride = max(1, int(stride))
+        self.temporal_pad = temporal_pad
         self.paths = items["path"].astype(str).tolist()
         self.starts = items["clip"].to_numpy(np.int64) if "clip" in items.columns else np.full(len(items), -1)
         ef = pd.to_numeric(items["ef"], errors="coerce").to_numpy(float) if "ef" in items.columns else None
@@ -188,7 +196,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if rng is not None:
             lo = min(start, span - 1)
             start = int(rng.integers(lo, max(lo + 1, min(start + self.stride, span))))
-        x = clip_tensor(take_clip(video, start, self.frames, self.period), self.channels)
+        x = clip_tensor(take_clip(video, start, self.frames, self.period, self.temporal_pad), self.channels)
         if rng is not None and self.pad > 0:
             dy, dx = rng.integers(-self.pad, self.pad + 1, size=2)
             x = shift(x, int(dy), int(dx))

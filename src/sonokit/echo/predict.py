@@ -2,8 +2,9 @@
 
 A cine (DICOM, AVI, MP4) is decoded, brought to each model's input size (sector crop + pad + resize unless it
 already has that size; see sonokit.echo.frames) and run through every given model:
-    ef (video)      EF averaged over clips every `clip_stride` frames, resampled in time to the training frame
-                    rate; with an LV model also averaged over clips starting at each detected ED (beat by beat);
+    ef (video)      EF averaged over clips every `clip_stride` frames (at the cine's own frame rate, as in
+                    training); with an LV model also over the clips starting at each detected ED that fit in the
+                    cine (beat by beat, `ef_video_beats`);
     lv-seg / trace  the LV on every frame -> area curve -> ED (peaks) and ES (troughs) per beat -> Simpson EDV,
                     ESV and EF per beat. Volumes are in mL when the file gives the pixel spacing (the model pixel's
                     spacing is the original's times the crop transform's pixel size), else in pixels**3.
@@ -136,28 +137,20 @@ def video_ef(
 ) -> dict:
     """EF of the video model: mean over the all-clips protocol, and over clips starting at each ED when known."""
     from sonokit.echo.data import clip_starts, clip_tensor, take_clip
-    from sonokit.io.convert import resample_indices
 
     task, cfg = model.run.task, model.run.cfg
     o = task.opts
     frames = cine.frames
-    index = np.arange(len(frames))
-    if cine.fps and task.train_fps and abs(cine.fps / task.train_fps - 1.0) > 0.1:
-        index = resample_indices(len(frames), cine.fps, task.train_fps)  # the frame rate the model learned
-        frames = frames[index]
     starts = clip_starts(len(frames), o.frames, o.period, o.clip_stride)
-    beat_starts = []
-    for b in beats or []:
-        k = int(np.searchsorted(index, b.ed))
-        if k < len(frames):
-            beat_starts.append(k)
+    extent = (o.frames - 1) * o.period + 1
+    beat_starts = [b.ed for b in beats or [] if b.ed + extent <= len(frames)]  # whole clips only
     all_starts = np.concatenate([starts, np.asarray(beat_starts, dtype=np.int64)])
     mean, std = cfg.channel_stats()
     preds = []
     for s in range(0, len(all_starts), batch_size):
         x = torch.stack(
             [
-                clip_tensor(take_clip(frames, int(st), o.frames, o.period), cfg.channels)
+                clip_tensor(take_clip(frames, int(st), o.frames, o.period, o.temporal_pad), cfg.channels)
                 for st in all_starts[s : s + batch_size]
             ]
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,10 @@ class EFOptions(TaskOptions):
     clip_stride: int = Field(16, ge=1, description="all-clips protocol: a clip every N frames (1 = EchoNet)")
     pad: int = Field(
         8, ge=0, description="training: random shift by up to pad pixels (EchoNet's pad-and-crop)"
+    )
+    temporal_pad: Literal["repeat", "zero"] = Field(
+        "repeat",
+        description="a clip longer than the cine loops it (repeat) or adds black frames (zero, EchoNet)",
     )
     thresholds: str = "default"
 
@@ -70,7 +74,14 @@ class EFTask(Task):
         "lr": 0.001,
         "weight_decay": 0.0001,
         "patience": 10,
-        "options": {"frames": 16, "period": 4, "clip_stride": 16, "pad": 8, "thresholds": "default"},
+        "options": {
+            "frames": 16,
+            "period": 4,
+            "clip_stride": 16,
+            "pad": 8,
+            "temporal_pad": "repeat",
+            "thresholds": "default",
+        },
     }
 
     def __init__(self, cfg) -> None:
@@ -128,6 +139,7 @@ class EFTask(Task):
             o.frames,
             o.period,
             o.clip_stride,
+            o.temporal_pad,
             train=train,
             pad=o.pad,
             seed=self.cfg.seed,
