@@ -188,3 +188,14 @@ def test_detector_forward_exports_to_onnx_with_the_same_maps(tmp_path) -> None:
     maps = ort.InferenceSession(str(path)).run(None, {"x": x3.numpy()})[0]
     assert maps.shape == (3, 5, 8, 8)
     np.testing.assert_allclose(maps, model(x3).detach().numpy(), atol=1e-4)
+
+
+def test_box_jitter_stays_within_its_fraction_and_is_seeded() -> None:
+    from sonokit.av.datasets import jitter_box
+
+    box = np.array([10.0, 20.0, 50.0, 40.0])  # 40 x 20
+    moved = np.stack([jitter_box(box, 0.1, np.random.default_rng(s)) for s in range(200)])
+    assert np.all(np.abs(moved - box) <= np.array([4, 2, 4, 2]) + 1e-9)
+    assert np.abs(moved - box).max(axis=0).min() > 1.5  # it does move (up to 4 px and 2 px)
+    np.testing.assert_array_equal(jitter_box(box, 0.1, np.random.default_rng(7)),
+                                  jitter_box(box, 0.1, np.random.default_rng(7)))  # fmt: skip

@@ -107,8 +107,10 @@ def test_clips_cover_the_video_and_pad_with_zeros() -> None:
     assert clip_starts(100, 16, 4, 16).tolist() == [0, 16, 32]  # 100 - 15 * 4 = 40 valid starts
     assert clip_starts(30, 16, 4, 16).tolist() == [0]  # too short: one clip, padded
     video = np.arange(1, 31, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
-    clip = take_clip(video, 0, 16, 4)
-    assert clip[:8, 0, 0].tolist() == [1, 5, 9, 13, 17, 21, 25, 29] and not clip[8:].any()
+    zero = take_clip(video, 0, 16, 4, pad="zero")  # EchoNet: black frames past the end
+    assert zero[:8, 0, 0].tolist() == [1, 5, 9, 13, 17, 21, 25, 29] and not zero[8:].any()
+    loop = take_clip(video, 0, 16, 4)  # default: the cine loops
+    assert loop[:10, 0, 0].tolist() == [1, 5, 9, 13, 17, 21, 25, 29, 3, 7]
 
 
 def test_class_agreement_counts_and_sensitivity() -> None:

@@ -93,6 +93,19 @@ def _clip_defaults(runs: list[runs_mod.RunInfo], ef_dir: str | None) -> tuple[in
     return 16, 4
 
 
+def _detector_threshold(det_dir: str | None) -> float:
+    """The av-detect run's own score threshold (its config.yaml options), so the slider starts where it was tuned."""
+    import yaml
+
+    if det_dir:
+        try:
+            cfg = yaml.safe_load((Path(det_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
+            return float((cfg.get("options") or {}).get("score_threshold", 0.5))
+        except (OSError, ValueError, yaml.YAMLError):
+            pass
+    return 0.5
+
+
 def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
     with st.sidebar:
         st.title("sonokit")
@@ -150,7 +163,10 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
         quality_threshold = st.slider(
             "Quality: reject when P(corrupted) ≥", 0.05, 1.0, 0.5, 0.05, key="opt_qthr"
         )
-        av_threshold = st.slider("Aortic valve: detection score ≥", 0.0, 1.0, 0.5, 0.05, key="opt_avthr")
+        av_threshold = st.slider(
+            "Aortic valve: detection score ≥", 0.0, 1.0, _detector_threshold(av_det), 0.05, key="opt_avthr",
+            help="Below it a frame gets 'no valve found' (default: the detector run's own threshold)",
+        )  # fmt: skip
         hide_names = st.toggle("Hide file names", value=False, key="opt_hide",
                                help="Show 'study 1, 2, ...' instead of the uploaded file names")  # fmt: skip
         st.caption(DISCLAIMER)
@@ -188,7 +204,11 @@ def show_echo(r: StudyResult) -> None:
     if e is None:
         return
     c1, c2, c3, c4 = st.columns(4)
-    interval = f"{e.interval[0]:.1f} to {e.interval[1]:.1f} %" if e.interval else "no conformal interval"
+    interval = (
+        f"{e.interval_level:.0%} interval: {e.interval[0]:.1f} to {e.interval[1]:.1f} %"
+        if e.interval
+        else "no conformal interval"
+    )
     c1.metric("EF", _fmt(e.ef, 1, " %"), help=f"EF from the {e.ef_source} model. {e.interval_note}")
     c1.caption(interval)
     if e.curve is not None:
@@ -233,7 +253,7 @@ def show_echo(r: StudyResult) -> None:
 def show_classification(r: StudyResult) -> None:
     for c in r.classifications:
         st.markdown(f"#### {c.task} · `{c.model}`")
-        left, mid, right = st.columns([1.1, 1, 1])
+        left, mid, right = st.columns([1.2, 1.4, 1])
         with left:
             st.metric("Prediction", c.prediction, help=f"answer for the {c.unit}")
             st.caption(f"{c.unit}; top-{len(c.top_k)}: " + ", ".join(f"{k} {p:.2f}" for k, p in c.top_k))
@@ -249,18 +269,20 @@ def show_classification(r: StudyResult) -> None:
                 st.caption(n)
         with mid:
             st.dataframe(
-                {"class": c.classes, "probability": [float(p) for p in c.probs]},
+                {"class": c.classes, "p": [float(p) for p in c.probs]},
                 column_config={
-                    "probability": st.column_config.ProgressColumn(
-                        min_value=0.0, max_value=1.0, format="%.3f"
-                    )
+                    "class": st.column_config.TextColumn("class"),
+                    "p": st.column_config.ProgressColumn(
+                        "probability", min_value=0.0, max_value=1.0, format="%.2f"
+                    ),
                 },
                 hide_index=True,
+                width="stretch",
             )
         with right:
             if c.gradcam is not None:
                 frame = f" (frame {c.frame})" if c.frame is not None else ""
-                st.image(c.gradcam, caption=f"Grad-CAM for '{c.prediction}'{frame}", width=280)
+                st.image(c.gradcam, caption=f"Grad-CAM for '{c.prediction}'{frame}", width="stretch")
         if c.similar:
             st.markdown(f"Most similar training cases (kNN vote: **{c.knn_vote}**)")
             cols = st.columns(len(c.similar))

@@ -110,6 +110,7 @@ class EchoResult:
     thresholds: str
     interval: tuple[float, float] | None = None  # conformal (1 - alpha) interval for the video EF
     interval_note: str = ""
+    interval_level: float = 0.0  # 1 - alpha
     edv: float = math.nan
     esv: float = math.nan
     volume_unit: str = ""
@@ -453,6 +454,7 @@ def _echo(models: Models, path: Path, workdir: Path, options: Options) -> EchoRe
             res.interval_note += " (calibrated with the model's own clip sampling, not the sidebar's)"
         if q is not None and math.isfinite(res.ef_video):
             res.interval = (res.ef_video - q, res.ef_video + q)
+            res.interval_level = 1.0 - options.alpha
     if lv is not None:
         k = lv.key
         res.ef_lv = float(row[f"ef_{k}"])

@@ -301,12 +301,8 @@ def evaluate_cascade(
 
     cascade = Cascade(det_run, cls_run, device)
     rows = evaluation_rows(cascade, data, split)
-    images = [
-        read_gray(p, int(f) if "frame" in rows.columns and pd.notna(f) else 0)
-        for p, f in zip(
-            rows["path"], rows["frame"] if "frame" in rows.columns else [0] * len(rows), strict=True
-        )
-    ]
+    frames = [int(f) if pd.notna(f) else 0 for f in rows.get("frame", pd.Series(0, index=rows.index))]
+    images = [read_gray(p, f) for p, f in zip(rows["path"], frames, strict=True)]
     results = cascade.run(images)
     truth = (rows["label"] == cascade.positive).to_numpy()
     groups = rows["group"].astype(str).to_numpy()
@@ -365,7 +361,10 @@ def evaluate_cascade(
 
         out = Path(out_dir)
         preds = pd.DataFrame(
-            [cascade.result_row(Path(p), 0, r) for p, r in zip(rows["path"], results, strict=True)],
+            [
+                cascade.result_row(Path(p), f, r)
+                for p, f, r in zip(rows["path"], frames, results, strict=True)
+            ],
             columns=COLUMNS,
         )
         preds["y_true"] = rows["label"].to_numpy()

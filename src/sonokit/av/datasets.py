@@ -99,7 +99,8 @@ class CropDataset(torch.utils.data.Dataset):
     """(x (1, S, S) float [0, 1], class index) of valve crops: the box in x1..y2 enlarged by `margin`.
 
     A row whose box is missing (NaN) is used whole: a file that is already a crop. `load(i)` gives the
-    letterboxed uint8 crop (S, S, 1) the model sees (Grad-CAM overlays use it).
+    letterboxed uint8 crop (S, S, 1) the model sees (Grad-CAM overlays use it). `jitter` > 0 moves the box's
+    sides when `item` is given a seed (training only).
     """
 
     def __init__(
@@ -109,9 +110,11 @@ class CropDataset(torch.utils.data.Dataset):
         size: int,
         margin: float,
         noise_reduction: bool = False,
+        jitter: float = 0.0,
     ) -> None:
         self.items = items.reset_index(drop=True)
         self.classes = classes
+        self.jitter = float(jitter)
         self.size = int(size)
         self.margin = float(margin)
         self.noise_reduction = bool(noise_reduction)
@@ -128,18 +131,74 @@ class CropDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def box(self, i: int) -> np.ndarray | None:
+    def box(self, i: int, jitter_seed: int | None = None) -> np.ndarray | None:
         if not {"x1", "y1", "x2", "y2"} <= set(self.items.columns):
             return None
-        return self.items.loc[i, ["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+        box = self.items.loc[i, ["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+        if jitter_seed is None or not self.jitter or not np.all(np.isfinite(box)):
+            return box
+        return jitter_box(box, self.jitter, np.random.default_rng(jitter_seed))
 
-    def raw_crop(self, i: int) -> np.ndarray:
+    def raw_crop(self, i: int, jitter_seed: int | None = None) -> np.ndarray:
         image = read_gray(self.items["path"].iloc[i], _frame(self.items, i))
-        return crop(image, self.box(i), self.margin)[0]
+        return crop(image, self.box(i, jitter_seed), self.margin)[0]
 
-    def load(self, i: int) -> np.ndarray:
-        return crop_input(self.raw_crop(i), self.size, self.noise_reduction)[:, :, None]
+    def load(self, i: int, jitter_seed: int | None = None) -> np.ndarray:
+        return crop_input(self.raw_crop(i, jitter_seed), self.size, self.noise_reduction)[:, :, None]
+
+    def item(self, i: int, jitter_seed: int | None = None) -> tuple[torch.Tensor, int]:
+        x = (
+            torch.from_numpy(np.ascontiguousarray(self.load(i, jitter_seed).transpose(2, 0, 1)))
+            .float()
+            .div_(255.0)
+        )
+        return x, int(self.targets[i])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = torch.from_numpy(np.ascontiguousarray(self.load(i).transpose(2, 0, 1))).float().div_(255.0)
-        return x, int(self.targets[i])
+        return self.item(i)
+
+
+def jitter_box(box: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Move each side of the box by up to `amount` x the box's size (at least 2 px wide and high remain).
+
+    A detector's box is never the annotator's: training on slightly wrong boxes keeps the classifier from
+    reading the crop's scale or framing, which differ between the two.
+    """
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    d = rng.uniform(-amount, amount, 4) * np.array([w, h, w, h])
+    out = box + d
+    if out[2] - out[0] < 2:
+        out[[0, 2]] = box[[0, 2]]
+    if out[3] - out[1] < 2:
+        out[[1, 3]] = box[[1, 3]]
+    return out
+
+
+class CropItemDataset(torch.utils.data.Dataset):
+    """The training wrapper of CropDataset: box jitter and image augmentation, both seeded per (seed, item, epoch),
+    giving the same dict items as sonokit.tasks.base.ItemDataset."""
+
+    def __init__(
+        self, base: CropDataset, augment: Callable[..., Any] | None, seed: int, jitter: bool
+    ) -> None:
+        self.base = base
+        self.augment = augment
+        self.seed = seed
+        self.jitter = jitter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from sonokit.augment import derive_seed
+
+        seed = derive_seed(self.seed, index, self.epoch)
+        x, y = self.base.item(index, seed if self.jitter else None)
+        if self.augment is not None:
+            x = self.augment(x, seed=seed)
+        return {"x": x, "y": torch.as_tensor(y), "index": index}

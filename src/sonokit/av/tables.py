@@ -11,7 +11,9 @@ import pandas as pd
 
 from sonokit.utils import atomic_write_text, write_csv
 
-INT_COLUMNS = frozenset({"threshold", "min_pixels", "n", "n_frames", "epochs", "tp", "fp", "fn", "tn"})
+INT_COLUMNS = frozenset(
+    {"threshold", "min_pixels", "n", "n_frames", "epochs", "tp", "fp", "fn", "tn", "seconds"}
+)
 
 
 def _fmt(value: Any, ci: Any = None, integer: bool = False) -> str:

@@ -322,6 +322,9 @@ class CalcificationOptions(ClassificationOptions):
     duplicate_minority: bool = Field(
         True, description="class balancing by duplicating minority training rows"
     )
+    box_jitter: float = Field(
+        0.1, ge=0.0, le=0.5, description="training: move each box side by up to this fraction of the box size"
+    )
     positive: str = Field("1", description="the calcified class label")
 
 
@@ -346,7 +349,13 @@ class AVCalcificationTask(_AVIndex, ClassificationTask):
         "patience": 0,
         "n_boot": 500,
         "augment": dict(ROTATION_AUGMENT),
-        "options": {"margin": 0.1, "noise_reduction": False, "duplicate_minority": True, "positive": "1"},
+        "options": {
+            "margin": 0.1,
+            "noise_reduction": False,
+            "duplicate_minority": True,
+            "box_jitter": 0.1,
+            "positive": "1",
+        },
     }
 
     def __init__(self, cfg) -> None:
@@ -390,11 +399,12 @@ class AVCalcificationTask(_AVIndex, ClassificationTask):
         return df
 
     def build_dataset(self, df: pd.DataFrame, train: bool):
-        from sonokit.av.datasets import CropDataset
-        from sonokit.tasks.base import ItemDataset
+        from sonokit.av.datasets import CropDataset, CropItemDataset
 
-        base = CropDataset(df, self.classes, self.cfg.size, self.opts.margin, self.opts.noise_reduction)
-        return ItemDataset(base, _build_augment(self.cfg, self.name) if train else None, seed=self.cfg.seed)
+        o = self.opts
+        base = CropDataset(df, self.classes, self.cfg.size, o.margin, o.noise_reduction, o.box_jitter)
+        augment = _build_augment(self.cfg, self.name) if train else None
+        return CropItemDataset(base, augment, self.cfg.seed, jitter=train and o.box_jitter > 0)
 
     def check_items(self, items: pd.DataFrame) -> None:
         from sonokit.tasks.base import verify_images
