@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -366,6 +367,27 @@ def test_server_in_headless_chromium_shows_the_ef(trained, tmp_path) -> None:
     finally:
         if driver is not None:
             driver.quit()
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
         log.close()
+
+
+def test_clip_sampling_option_changes_only_a_copy_of_the_ef_model(trained) -> None:
+    from sonokit.app.study import _with_clip
+    from sonokit.echo.predict import load_echo_models, predict_study
+
+    (model,) = load_echo_models([trained["ef"]], "cpu")
+    assert _with_clip(model, 16, 4) is model  # the model's own sampling: nothing to change
+    short = _with_clip(model, 8, 2)
+    assert (short.run.task.opts.frames, short.run.task.opts.period) == (8, 2)
+    assert (model.run.task.opts.frames, model.run.task.opts.period) == (
+        16,
+        4,
+    )  # the cached model is untouched
+    video = sorted((trained["echo_data"] / "Videos").glob("*.avi"))[0]
+    own, other = predict_study(video, [model]), predict_study(video, [short])
+    assert other["ef_video_clips"] > own["ef_video_clips"]  # 8 x 2 frames fit more clips than 16 x 4

@@ -81,7 +81,8 @@ def _pick(label: str, choices: list[runs_mod.RunInfo], key: str, default_first: 
     return str(info.path) if info else None
 
 
-def _clip_defaults(runs: list[runs_mod.RunInfo], ef_dir: str | None) -> tuple[int, int]:
+def _clip_defaults(ef_dir: str | None) -> tuple[int, int]:
+    """The EF run's own clip sampling (frames per clip, period) from its model card."""
     import json
 
     if ef_dir:
@@ -152,7 +153,7 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
             help="Used when both an EF and an LV model are chosen; both values are always shown",
             key="opt_headline",
         )
-        f0, p0 = _clip_defaults(echo, ef)
+        f0, p0 = _clip_defaults(ef)
         c1, c2 = st.columns(2)
         frames = c1.number_input("frames / clip", 2, 128, f0, key="opt_frames")
         period = c2.number_input("period", 1, 16, p0, key="opt_period")

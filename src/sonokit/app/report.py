@@ -68,10 +68,14 @@ def predictions_table(results: Sequence[StudyResult]) -> pd.DataFrame:
                 dict(zip(("x1", "y1", "x2", "y2"), (_num(v, 1) for v in a.box), strict=True)) if a.box else {}
             )
             rows.append({
-                "file": r.name, "system": "aortic valve", "status": a.status, "frame": a.frame,
+                "file": r.name, "system": "aortic valve", "model": a.model, "status": a.status, "frame": a.frame,
                 "score": _num(a.score), **box, "p_calcified": _num(a.p_calcified), "calcified": a.calcified or None,
             })  # fmt: skip
     table = pd.DataFrame(rows)
+    for col in table.columns:  # counts and frame numbers stay integers despite the empty cells of other rows
+        values = table[col]
+        if values.dtype == float and values.notna().any() and (values.dropna() % 1 == 0).all():
+            table[col] = values.astype("Int64")
     if "error" in table.columns:
         table = table[[c for c in table.columns if c != "error"] + ["error"]]
     return table

@@ -167,6 +167,7 @@ class AVResult:
     boxed: np.ndarray | None = None  # masked frame with the box drawn (RGB)
     crop: np.ndarray | None = None  # masked crop
     frames_checked: int = 1
+    model: str = ""  # detector + classifier run names
 
 
 @dataclass
@@ -672,7 +673,13 @@ def _av(models: Models, path: Path, n_frames: int, sector: Any, options: Options
     results = cascade.run(images)
     best = int(np.argmax([r.score for r in results]))
     r, image = results[best], images[best]
-    out = AVResult(status=r.status, score=float(r.score), frame=frames[best], frames_checked=len(frames))
+    out = AVResult(
+        status=r.status,
+        score=float(r.score),
+        frame=frames[best],
+        frames_checked=len(frames),
+        model=f"{cascade.det.name} + {cascade.cls.name}",
+    )
     masked = _mask(image, sector)
     if r.status == OK:
         out.box = tuple(float(v) for v in r.box)
