@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sonokit.errors import InputError
 from sonokit.preprocess import CropTransform, SectorGeometry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -138,3 +142,27 @@ def count_cine_frames(path: str | Path) -> tuple[int, float | None]:
 
     with open_cine(path) as cine:
         return int(cine.n_frames), cine.fps
+
+
+def cine_index(
+    files: list[Path] | tuple[Path, ...], purpose: str
+) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """Unlabelled index rows (one per cine) for prediction, and (file, reason) for each file that is not a cine.
+
+    `purpose` names what needs the cine in the error message ("EF", "the LV pipeline").
+    """
+    import pandas as pd
+
+    rows, errors = [], []
+    for f in files:
+        try:
+            n, fps = count_cine_frames(f)
+            if n < 3:
+                raise InputError(f"{n} frame(s): {purpose} needs a cine", f)
+            rows.append(
+                {"path": str(f), "name": Path(f).name, "ef": np.nan, "group": str(f), "split": "", "fps": fps,
+                 "n_frames": n}
+            )  # fmt: skip
+        except InputError as err:
+            errors.append((Path(f), str(err)))
+    return pd.DataFrame(rows, columns=["path", "name", "ef", "group", "split", "fps", "n_frames"]), errors

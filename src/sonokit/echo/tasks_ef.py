@@ -333,26 +333,7 @@ class EFTask(Task):
         self.train_fps = card.get("train_fps")
 
     def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-        from sonokit.echo.frames import count_cine_frames
+        from sonokit.echo.frames import cine_index
 
-        rows, errors = [], []
-        for f in files:
-            try:
-                n, fps = count_cine_frames(f)
-                if n < 3:
-                    raise InputError(f"{n} frame(s): EF needs a cine", f)
-                rows.append(
-                    {
-                        "path": str(f),
-                        "name": Path(f).name,
-                        "ef": np.nan,
-                        "group": str(f),
-                        "split": "",
-                        "fps": fps,
-                        "n_frames": n,
-                    }
-                )
-            except InputError as err:
-                errors.append((Path(f), str(err)))
-        df = pd.DataFrame(rows, columns=["path", "name", "ef", "group", "split", "fps", "n_frames"])
+        df, errors = cine_index(list(files), "EF")
         return (self.expand(df) if len(df) else df), errors

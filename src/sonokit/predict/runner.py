@@ -7,6 +7,7 @@ trained with. A file that cannot be read is reported by name and skipped; the ot
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,21 @@ def _labels_lookup(labels: str | Path | None, run: LoadedRun) -> dict[str, str]:
     return dict(zip(df["path"].map(lambda p: str(Path(p).resolve())), df["label"].astype(str), strict=True))
 
 
+def input_items(run: LoadedRun, inputs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[str]]:
+    """The task's item rows for the readable inputs (folders expanded) and one error line per unreadable one."""
+    from sonokit.io import find_inputs
+
+    files: list[Path] = []
+    errors: list[str] = []
+    for raw in inputs:
+        try:
+            files.extend(find_inputs([raw]))
+        except InputError as err:
+            errors.append(str(err))
+    items, bad = run.task.predict_items(sorted(set(files)))
+    return items, errors + [str(reason) for _, reason in bad]
+
+
 def predict_files(
     run: LoadedRun,
     inputs: list[str | Path],
@@ -101,18 +117,9 @@ def predict_files(
 
     Folders are expanded. Videos give a row per frame plus an aggregated row with frame "all".
     """
-    from sonokit.io import find_inputs
     from sonokit.train.engine import amp_dtype, infer, make_loader
 
-    files: list[Path] = []
-    errors: list[str] = []
-    for raw in inputs:
-        try:
-            files.extend(find_inputs([raw]))
-        except InputError as err:
-            errors.append(str(err))
-    items, bad = run.task.predict_items(sorted(set(files)))
-    errors += [str(reason) for _, reason in bad]
+    items, errors = input_items(run, inputs)
     if items.empty:
         return pd.DataFrame(), errors
     dataset = run.task.build_dataset(items, train=False)

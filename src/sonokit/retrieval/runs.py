@@ -199,20 +199,11 @@ def find_similar(
 
     Returns (csv path or None when nothing could be read, montage paths, one error line per unreadable input).
     """
-    from sonokit.io import find_inputs
-    from sonokit.predict.runner import load_run
+    from sonokit.predict.runner import input_items, load_run
 
     run = load_run(run_dir, device)
     classes = list(run.task.classes or [])
-    files: list[Path] = []
-    errors: list[str] = []
-    for raw in inputs:
-        try:
-            files.extend(find_inputs([raw]))
-        except InputError as err:
-            errors.append(str(err))
-    items, bad = run.task.predict_items(sorted(set(files)))
-    errors += [str(reason) for _, reason in bad]
+    items, errors = input_items(run, inputs)
     if items.empty:
         return None, [], errors
     index = load_or_build_index(run, data, rebuild)
