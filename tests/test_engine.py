@@ -223,3 +223,23 @@ def test_gather_outputs_drops_distributed_sampler_padding() -> None:
     # DistributedSampler pads the last rank with repeats of the first items; rows come back sorted and unique
     out = gather_outputs({"index": np.array([4, 0, 2, 0]), "y": np.array([40, 0, 20, 0])}, DistInfo())
     assert out["index"].tolist() == [0, 2, 4] and out["y"].tolist() == [0, 20, 40]
+
+
+def test_channels_last_covers_2d_and_3d_convs_without_changing_outputs() -> None:
+    from torch import nn
+
+    from sonokit.train.engine import channels_last_model, to_device
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"c2": nn.Conv2d(3, 4, 3), "c3": nn.Conv3d(3, 4, 3)}).eval()
+    x2, x3 = torch.randn(2, 3, 9, 9), torch.randn(2, 3, 5, 9, 9)
+    with torch.no_grad():
+        ref2, ref3 = model["c2"](x2), model["c3"](x3)
+    channels_last_model(model)  # Module.to(memory_format=...) would reject the 4-D weight for the 3-D format
+    assert model["c2"].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model["c3"].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    batch = to_device({"image": x2, "clip": x3}, torch.device("cpu"), channels_last=True)
+    assert batch["clip"].is_contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        assert torch.allclose(model["c2"](batch["image"]), ref2, atol=1e-5)
+        assert torch.allclose(model["c3"](batch["clip"]), ref3, atol=1e-5)

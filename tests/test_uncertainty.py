@@ -355,3 +355,32 @@ def test_uncertainty_and_similar_on_a_trained_run(tmp_path) -> None:
     assert Path(sim["path"].iloc[0]).resolve() == Path(query).resolve() and sim["distance"].iloc[0] < 1e-4
     assert len(montages) == 1 and montages[0].read_bytes()[:4] == b"\x89PNG"
     assert len(errors) == 1 and "missing.png" in errors[0]
+
+    # the combined pipeline on new files: the same answers as the analysis gave for the same test images
+    test_paths = per_item["path"].tolist()
+    out = tmp_path / "pred.csv"
+    res = CliRunner().invoke(app, ["predict", str(run), *test_paths, "--out", str(out), "--uncertainty", "--quiet"])
+    assert res.exit_code == 0, res.output
+    pred = pd.read_csv(out).set_index("path").loc[test_paths]
+    for col in ("conformal_set", "abstain", "p_correct", "flagged", "knn_pred", "nearest_path"):
+        assert pred[col].notna().all(), col
+    assert np.allclose(pred["confidence"].to_numpy(), per_item["confidence"].to_numpy(), atol=1e-4)
+    assert pred["combined_pred"].tolist() == per_item["combined_pred"].tolist()
+    assert pred["knn_pred"].tolist() == per_item["knn_pred"].tolist()
+    assert pred["conformal_set"].tolist() == per_item["set_lac"].tolist()
+    flagged = pred["flagged"].astype(bool).to_numpy()
+    swapped = pred["combined_pred"] != pred["y_pred"]
+    assert not swapped[~flagged].any()  # only flagged items may change their answer
+    report = (run / "report.html").read_text()
+    assert "Combined predictor" in report and "accuracy, classifier alone" in report
+
+    # state fitted for other weights is refused, and nothing is written
+    (run / "uncertainty" / "scorer.json").write_text(
+        (run / "uncertainty" / "scorer.json").read_text().replace(
+            json.loads((run / "uncertainty" / "scorer.json").read_text())["weights_sha256"], "0" * 64
+        )
+    )
+    out2 = tmp_path / "pred2.csv"
+    res = CliRunner().invoke(app, ["predict", str(run), test_paths[0], "--out", str(out2), "--uncertainty"])
+    assert res.exit_code != 0 and "other weights" in str(res.exception or res.output)
+    assert not out2.exists() and not Path(str(out2) + ".partial").exists()

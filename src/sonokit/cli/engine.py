@@ -177,6 +177,12 @@ def predict_cmd(
     resume: bool = typer.Option(
         False, "--resume", help="Skip files already in OUT.partial (or OUT) from an interrupted run."
     ),
+    uncertainty: bool = typer.Option(
+        False,
+        "--uncertainty",
+        help="Add calibrated confidence, conformal set, abstain, P(correct), the neighbours' vote and the "
+        "combined prediction (needs `sonokit uncertainty RUN` first; classification tasks, torch backend).",
+    ),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Predict new files: a row per image or frame, plus an aggregated row per video (frame "all").
@@ -189,7 +195,7 @@ def predict_cmd(
     _quiet(quiet)
     res = predict_to_csv(
         run, list(inputs), out, batch_size=batch_size, device=device, labels=labels,
-        backend=backend, workers=workers, resume=resume,
+        backend=backend, workers=workers, resume=resume, uncertainty=uncertainty,
     )  # fmt: skip
     errors = res.errors
     for err in errors:

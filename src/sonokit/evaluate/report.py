@@ -85,6 +85,65 @@ def _cv_table(cv: dict[str, Any]) -> str:
     return f"<table>{head}{rows}</table>"
 
 
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _uncertainty_section(u: dict[str, Any]) -> list[str]:
+    """uncertainty.json as tables: calibration, conformal coverage, selective risk, error detection, and the
+    combined predictor (classifier, or the neighbours' vote where flagged) against the classifier alone."""
+    if "calibration" not in u:  # regression: conformal intervals only
+        a = u.get("absolute", {})
+        return [
+            "<h2>Uncertainty (conformal intervals, fitted on val)</h2>",
+            _kv_table(
+                [
+                    ("target coverage", _pct(1 - u["alpha"])),
+                    ("interval", f"+- {a.get('qhat', float('nan')):.2f}"),
+                    ("test coverage", _pct(a.get("coverage"))),
+                ]
+            ),
+        ]
+    c, sel = u["calibration"], u["selective"]
+    rows: list[tuple[str, Any]] = [
+        (f"test {u.get('level', 'items')}", u["n_test"]),
+        ("ECE before -> after temperature scaling", f"{c['ece_before']:.4f} -> {c['ece_after']:.4f}"),
+        ("NLL before -> after", f"{c['nll_before']:.4f} -> {c['nll_after']:.4f} (T={c['temperature']:.3f})"),
+    ]
+    for method, r in u["conformal"].items():
+        rows.append(
+            (
+                f"conformal {method.upper()} coverage (target {_pct(1 - u['alpha'])})",
+                f"{_pct(r['coverage'])}, mean set size {r['mean_set_size']:.2f}",
+            )
+        )
+    rows += [
+        ("risk at 80% coverage (all items)", f"{_pct(sel['risk_at_80'])} ({_pct(sel['risk_full'])})"),
+        ("AURC", sel["aurc"]),
+    ]
+    rows += [
+        (f"error-detection AUROC, {kind}", v["auroc_test"]) for kind, v in u.get("correctness", {}).items()
+    ]
+    parts = ["<h2>Uncertainty (fitted on val, reported on test)</h2>", _kv_table(rows)]
+    cb = u.get("combined")
+    if cb:
+        gain, gain_ci = cb.get("accuracy_gain"), cb.get("accuracy_gain_ci95")
+        ci = f" [{100 * gain_ci[0]:+.1f}, {100 * gain_ci[1]:+.1f}]" if gain_ci else ""
+        gain_text = "n/a" if gain is None else f"{100 * gain:+.1f}{ci} ({cb.get('ci_method', '')})"
+        parts += [
+            "<h3>Combined predictor (classifier, neighbours' vote where the correctness check flags it)</h3>",
+            _kv_table(
+                [
+                    ("accuracy, classifier alone", _pct(cb["accuracy_plain"])),
+                    (f"accuracy, kNN vote alone (k={u.get('knn_k')})", _pct(cb["accuracy_knn"])),
+                    (f"accuracy, combined ({cb['selected_by_val']})", _pct(cb["accuracy_combined"])),
+                    ("combined minus classifier, points (95% CI)", gain_text),
+                ]
+            ),
+        ]
+    return parts
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Build run_dir/report.html from model_card.json, metrics_*.json and plots/*.png (whatever exists)."""
     run_dir = Path(run_dir)
@@ -133,6 +192,8 @@ def write_report(run_dir: str | Path) -> Path:
         parts += [f"<h2>Metrics: {html.escape(split)}</h2>", _metrics_table(metrics)]
         if "per_class" in metrics:
             parts.append(_per_class_table(metrics["per_class"]))
+    if (run_dir / "uncertainty.json").is_file():
+        parts += _uncertainty_section(json.loads((run_dir / "uncertainty.json").read_text(encoding="utf-8")))
     plots = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
     main = [p for p in plots if not p.name.startswith("gradcam_")]
     cams = [p for p in plots if p.name.startswith("gradcam_")]

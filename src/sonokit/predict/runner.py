@@ -72,6 +72,10 @@ def load_run(
         ) from err
     dev = pick_device(device)
     model.to(dev).eval()
+    if cfg.channels_last:  # as trained: inputs arrive channels-last too (engine.to_device)
+        from sonokit.train.engine import channels_last_model
+
+        channels_last_model(model)
     run = LoadedRun(run_dir, cfg, task, model, card, dev)
     if backend != "torch":
         from sonokit.export.backend import attach_backend
@@ -153,10 +157,13 @@ def predict_to_csv(
     backend: str = "auto",
     workers: int = 0,
     resume: bool = False,
+    uncertainty: bool = False,
 ):
     """Load a run and stream predictions into `out` (sonokit.predict.stream); returns its StreamResult
     (.path: the CSV or None when nothing was read, .errors: one line per unreadable input)."""
     from sonokit.predict.stream import stream_predict
 
-    run = load_run(run_dir, device, backend=backend)
-    return stream_predict(run, inputs, out, batch_size, workers=workers, resume=resume, labels=labels)
+    run = load_run(run_dir, device, backend="torch" if uncertainty and backend == "auto" else backend)
+    return stream_predict(
+        run, inputs, out, batch_size, workers=workers, resume=resume, labels=labels, uncertainty=uncertainty
+    )

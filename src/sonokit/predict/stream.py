@@ -241,9 +241,17 @@ class _File:
 class _Stream:
     """Bookkeeping between the worker queue, the model batches and the CSV."""
 
-    def __init__(self, run: LoadedRun, writer: CsvAppender, batch_size: int, lookup: dict[str, str]) -> None:
+    def __init__(
+        self,
+        run: LoadedRun,
+        writer: CsvAppender,
+        batch_size: int,
+        lookup: dict[str, str],
+        extra: Any = None,
+    ) -> None:
         from sonokit.train.engine import amp_dtype
 
+        self.extra = extra  # UncertaintyColumns or None
         self.run = run
         self.writer = writer
         self.batch_size = batch_size
@@ -283,7 +291,10 @@ class _Stream:
         batch = to_device(collate(chunk), run.device)
         with torch.no_grad(), autocast(run.device, self.dtype):
             outputs = task.forward(run.model, batch)
-        self.parts.append(task.collect(outputs, batch))
+        part = task.collect(outputs, batch)
+        if self.extra is not None:
+            part.update(self.extra.take())
+        self.parts.append(part)
         self.done_index += len(chunk)
         self._emit()
 
@@ -306,6 +317,8 @@ class _Stream:
         out["index"] = out["index"] - base
         items = pd.concat([f.rows for f in files], ignore_index=True)
         preds = self.run.task.predictions(out, items)
+        if self.extra is not None:
+            preds = self.extra.annotate(preds, out)
         if self.lookup:
             preds["y_true"] = preds["path"].map(lambda p: self.lookup.get(str(Path(p).resolve()), ""))
         preds["model"] = self.run.name
@@ -325,13 +338,21 @@ def stream_predict(
     workers: int = 0,
     resume: bool = False,
     labels: str | Path | None = None,
+    uncertainty: bool = False,
 ) -> StreamResult:
-    """Predict every readable file under `inputs` into the CSV `out`, streaming (see the module docstring)."""
+    """Predict every readable file under `inputs` into the CSV `out`, streaming (see the module docstring).
+
+    `uncertainty` adds the columns of sonokit.predict.uncertainty (needs `sonokit uncertainty RUN` first)."""
     from sonokit.export.backend import backend_name
     from sonokit.predict.runner import _labels_lookup
 
     out = Path(out)
     partial = partial_path(out)
+    extra = None
+    if uncertainty:
+        from sonokit.predict.uncertainty import UncertaintyColumns
+
+        extra = UncertaintyColumns(run)  # fails before anything is read or written
     files, errors, tables = expand_inputs(inputs)
     lookup = _labels_lookup(labels, run) if labels is not None else {}
     if labels is None:
@@ -356,7 +377,7 @@ def stream_predict(
         log.info("resume: %d of %d files already predicted", result.files_skipped, len(files))
     writer = CsvAppender(partial, fresh=not resume)
     bs = batch_size or run.cfg.eval_batch_size or run.cfg.batch_size
-    stream = _Stream(run, writer, bs, lookup)
+    stream = _Stream(run, writer, bs, lookup, extra)
     loader = torch.utils.data.DataLoader(
         FileItems(run.task, todo),
         batch_size=None,
@@ -375,6 +396,8 @@ def stream_predict(
         stream.finish()
     finally:
         writer.close()
+        if extra is not None:
+            extra.close()
     result.files_done, result.rows = stream.files_done, stream.rows
     if partial.stat().st_size == 0:
         partial.unlink()

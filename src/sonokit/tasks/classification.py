@@ -192,10 +192,10 @@ class ClassificationTask(Task):
         for j, col in enumerate(self.prob_columns()):
             out[col] = probs[:, j]
         out["_group"] = rows["group"].astype(str).to_numpy() if "group" in rows.columns else out["path"]
-        video = self._video_rows(out)
+        video = self.video_rows(out)
         return pd.concat([out, video], ignore_index=True) if len(video) else out
 
-    def _video_rows(self, frames: pd.DataFrame) -> pd.DataFrame:
+    def video_rows(self, frames: pd.DataFrame) -> pd.DataFrame:
         """One aggregated row per video with more than one frame row."""
         cols = self.prob_columns()
         multi = frames[frames["frame"] != ""]

@@ -17,13 +17,19 @@ from typing import Any
 import numpy as np
 
 from sonokit.errors import InputError
+from sonokit.evaluate.bootstrap import bootstrap_ci
 from sonokit.uncertainty.calibration import (
     apply_temperature,
     calibration_report,
     fit_temperature,
     probs_to_logits,
 )
-from sonokit.uncertainty.conformal import conformal_classification, conformal_regression, coverage_report
+from sonokit.uncertainty.conformal import (
+    ConformalClassifier,
+    conformal_classification,
+    conformal_regression,
+    coverage_report,
+)
 from sonokit.uncertainty.correctness import (
     KINDS,
     CorrectnessPredictor,
@@ -92,6 +98,13 @@ class UncertaintyResult:
     sets_test: dict[str, np.ndarray] = field(default_factory=dict)
     abstain_test: np.ndarray | None = None
     combined_test: np.ndarray | None = None
+    # what was fitted on validation, for scoring new items the same way (sonokit.uncertainty.scorer)
+    probs_val: np.ndarray | None = None  # temperature-scaled
+    correct_val: np.ndarray | None = None
+    conformal: dict[str, ConformalClassifier] = field(default_factory=dict)
+    abstain_threshold: float = 0.0
+    combined_kind: str | None = None  # correctness predictor selected on validation
+    flag_threshold: float = 0.0  # flag (use the neighbours) where P(correct) < this
 
 
 def _logits(probs: np.ndarray, logits: np.ndarray | None) -> np.ndarray:
@@ -112,8 +125,13 @@ def analyse_classification(
     coverage: float = 0.8,
     n_bins: int = 15,
     seed: int = 0,
+    groups_test: np.ndarray | None = None,
+    n_boot: int = 1000,
 ) -> UncertaintyResult:
-    """Calibration, conformal sets, selective prediction, correctness predictors and the combined predictor."""
+    """Calibration, conformal sets, selective prediction, correctness predictors and the combined predictor.
+
+    `groups_test` (patient per test item) makes the bootstrap CI of combined minus plain accuracy resample
+    patients, as frames of one video are not independent."""
     probs_val = np.asarray(probs_val, dtype=np.float64)
     probs_test = np.asarray(probs_test, dtype=np.float64)
     y_val = np.asarray(y_val).astype(np.int64).ravel()
@@ -142,20 +160,24 @@ def analyse_classification(
             "nll_after": after["nll"],
         },
     }
-    result = UncertaintyResult(summary=summary, temperature=temp, probs_test=cal_test)
+    correct_val = cal_val.argmax(axis=1) == y_val
+    result = UncertaintyResult(
+        summary=summary, temperature=temp, probs_test=cal_test, probs_val=cal_val, correct_val=correct_val
+    )
 
     conformal: dict[str, Any] = {}
     for method in ("lac", "aps"):
         cc = conformal_classification(cal_val, y_val, alpha, method=method, seed=seed)
+        result.conformal[method] = cc
         sets = cc.predict_sets(cal_test)
         result.sets_test[method] = sets
         conformal[method] = {**cc.to_dict(), **coverage_report(y_test, sets=sets, alpha=alpha)}
     summary["conformal"] = conformal
 
     conf_val, conf_test = cal_val.max(axis=1), cal_test.max(axis=1)
-    correct_val = cal_val.argmax(axis=1) == y_val
     correct_test = cal_test.argmax(axis=1) == y_test
     thr = confidence_threshold(conf_val, coverage)
+    result.abstain_threshold = thr
     summary["selective"] = selective_report(conf_test, correct_test, threshold=thr, coverage=coverage)
     abstain = abstain_flags(conf_test, thr, set_sizes=result.sets_test["lac"].sum(axis=1))
     result.abstain_test = abstain
@@ -183,9 +205,17 @@ def analyse_classification(
     summary["correctness"] = correctness
 
     if knn_probs_val is not None and knn_probs_test is not None:
-        summary["combined"] = _combined_summary(
+        combined = _combined_summary(
             cal_val, y_val, cal_test, y_test, knn_probs_val, knn_probs_test, oof, result, seed
         )
+        if result.combined_test is not None:
+            gain = (result.combined_test == y_test).astype(float) - (cal_test.argmax(1) == y_test)
+            combined["accuracy_gain"] = float(gain.mean())
+            combined["accuracy_gain_ci95"] = bootstrap_ci(
+                np.mean, gain, n_boot=n_boot, seed=seed, groups=groups_test
+            )
+            combined["ci_method"] = "bootstrap over patients" if groups_test is not None else "bootstrap"
+        summary["combined"] = combined
     return result
 
 
@@ -222,6 +252,7 @@ def _combined_summary(
         if val_acc > best_val:
             best_kind, best_val = kind, val_acc
             result.combined_test = preds
+            result.combined_kind, result.flag_threshold = kind, t
     out["selected_by_val"] = best_kind
     out["accuracy_combined"] = (
         out["by_correctness_model"][best_kind]["accuracy"] if best_kind else float("nan")

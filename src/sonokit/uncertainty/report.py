@@ -3,7 +3,8 @@
 Validation predictions fit everything (temperature, conformal quantile, abstention threshold, correctness
 predictors, flag threshold); the test split only reports. The kNN fallback votes among the training split's
 embeddings. Outputs: uncertainty.json, uncertainty_test.csv (per item), plots/reliability_{before,after}.png,
-plots/risk_coverage.png and plots/tsne_{images,softmax,embeddings}.png.
+plots/risk_coverage.png and plots/tsne_{images,softmax,embeddings}.png; in the run folder also the fitted state
+for `sonokit predict --uncertainty` (uncertainty/, index/) and an uncertainty section in report.html.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from sonokit.errors import InputError
 from sonokit.uncertainty.pipeline import analyse_classification, regression_summary, uncertainty_summary
 from sonokit.uncertainty.plots import plot_reliability, plot_risk_coverage
+from sonokit.uncertainty.scorer import UncertaintyScorer
 from sonokit.utils import atomic_write_json, get_logger, write_csv
 
 log = get_logger(__name__)
@@ -52,6 +54,10 @@ def run_uncertainty(
         )
     summary = {"run": str(run.run_dir), "task": run.task.name, "alpha": alpha, **summary}
     atomic_write_json(out / "uncertainty.json", _finite(summary))
+    if out.resolve() == Path(run.run_dir).resolve():
+        from sonokit.evaluate.report import write_report
+
+        write_report(run.run_dir)  # the run's report gains the uncertainty section
     return summary
 
 
@@ -84,6 +90,7 @@ def _classification(
     val, test = outs["val"], outs["test"]
     knn_val = index.knn_vote(val.embeddings, k, len(classes))
     knn_test = index.knn_vote(test.embeddings, k, len(classes))
+    groups = test.items["group"].astype(str).to_numpy() if "group" in test.items.columns else None
     result = analyse_classification(
         val.probs,
         val.y,
@@ -95,7 +102,12 @@ def _classification(
         knn_probs_val=knn_val,
         knn_probs_test=knn_test,
         seed=seed,
+        groups_test=groups,
     )
+    if data is None:  # what `sonokit predict --uncertainty` needs, beside the index
+        UncertaintyScorer.from_result(
+            result, classes, k, seed, index.meta["weights_sha256"]
+        ).save(run.run_dir)
     frames = item_frames(test.items)
     unit = "frames" if any(frames) else "images"
     summary: dict[str, Any] = {"classes": classes, "level": unit, "knn_k": k, **result.summary}

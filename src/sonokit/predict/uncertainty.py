@@ -1,0 +1,98 @@
+"""`sonokit predict --uncertainty`: the combined pipeline of the lung-ultrasound work on new files.
+
+Per image or frame: the classifier's temperature-scaled confidence, its conformal set, an abstain flag, the
+correctness check's P(correct), and where that check flags the prediction, the answer of the k nearest training
+items instead (the combined prediction), plus the nearest training item itself so a reader can look at it.
+Everything was fitted on validation by `sonokit uncertainty RUN` (sonokit.uncertainty.scorer); the model's
+head is hooked so one forward pass gives both the logits and the embedding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sonokit.errors import InputError, ModelError
+from sonokit.uncertainty.scorer import UncertaintyScorer
+
+COLUMNS = (
+    "confidence",
+    "conformal_set",
+    "abstain",
+    "p_correct",
+    "flagged",
+    "knn_pred",
+    "combined_pred",
+    "nearest_path",
+    "nearest_frame",
+    "nearest_distance",
+)
+
+
+class UncertaintyColumns:
+    """Captures embeddings and logits while the run's model predicts, then adds COLUMNS to its rows."""
+
+    def __init__(self, run: Any) -> None:
+        from sonokit.retrieval.runs import load_or_build_index, weights_fingerprint
+
+        task = run.task
+        if task.kind != "classification" or not hasattr(task, "video_rows"):
+            raise InputError(f"--uncertainty covers classification tasks, not {task.name}", run.run_dir)
+        head = getattr(run.model, "head", None)
+        if head is None or not hasattr(head, "embed"):
+            raise ModelError("--uncertainty needs the PyTorch model's embedding: use --backend torch")
+        self.task = task
+        self.scorer = UncertaintyScorer.load(run.run_dir, weights_fingerprint(run.run_dir))
+        self.index = load_or_build_index(run)
+        self.names = np.asarray(task.classes, dtype=object)
+        self._emb: list[np.ndarray] = []
+        self._logits: list[np.ndarray] = []
+        self._handle = head.register_forward_hook(self._hook)
+
+    def _hook(self, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        self._emb.append(module.embed(inputs[0]).float().cpu().numpy())
+        self._logits.append(output.float().cpu().numpy())
+
+    def take(self) -> dict[str, np.ndarray]:
+        """The arrays captured since the last call, to travel with the batch's collected outputs."""
+        out = {"_emb": np.concatenate(self._emb), "_logits": np.concatenate(self._logits)}
+        self._emb, self._logits = [], []
+        return out
+
+    def close(self) -> None:
+        self._handle.remove()
+
+    def annotate(self, preds: pd.DataFrame, collected: dict[str, np.ndarray]) -> pd.DataFrame:
+        """Fill COLUMNS: item rows (the first len(collected) rows of task.predictions) get everything, each
+        video's aggregated row gets the combined prediction under the task's own video rule."""
+        from sonokit.retrieval.runs import _class_logits
+
+        n = len(collected["index"])
+        k = len(self.names)
+        logits = _class_logits(collected["_logits"], collected["probs"])
+        emb = collected["_emb"]
+        knn = self.index.knn_vote(emb, self.scorer.k, k)
+        s = self.scorer.score(logits, knn)
+        near_i, near_d = self.index.query(emb, 1)
+        j = near_i[:, 0]
+        items = preds.iloc[:n].copy()
+        items["confidence"] = s["confidence"]
+        items["conformal_set"] = ["|".join(self.names[row]) for row in s["sets"]]
+        items["abstain"] = s["abstain"]
+        items["p_correct"] = s["p_correct"]
+        items["flagged"] = s["flagged"]
+        items["knn_pred"] = self.names[knn.argmax(axis=1)]
+        items["combined_pred"] = self.names[s["combined_probs"].argmax(axis=1)]
+        items["nearest_path"] = np.asarray(self.index.paths, dtype=object)[j]
+        items["nearest_frame"] = np.asarray(self.index.frames, dtype=object)[j]
+        items["nearest_distance"] = near_d[:, 0]
+        videos = preds.iloc[n:].copy()
+        if len(videos):
+            frames = items.copy()
+            frames[self.task.prob_columns()] = s["combined_probs"]
+            combined = self.task.video_rows(frames).set_index("path")["y_pred"]
+            videos["combined_pred"] = videos["path"].map(combined).fillna("")
+        out = pd.concat([items, videos], ignore_index=True)
+        return out.reindex(columns=[*preds.columns, *COLUMNS])
