@@ -1,7 +1,7 @@
 """Seconds per 200-frame 112x112 echo video for each EF path, end to end: decode + preprocess + model.
 
 Paths (the same library calls `sonokit ef predict` makes):
-    two-stream, all clips   the clip average of the video model (configs/ef.yaml: 16 frames every 4th, a clip
+    two-stream, all clips   the clip average of the video model (sonokit/configs/ef.yaml: 16 frames every 4th, a clip
                             every 16 frames)
     two-stream, one clip    a single clip
     segmentation + Simpson  U-Net on every frame -> LV area -> ED/ES per beat -> Simpson volumes -> EF per beat

@@ -2,7 +2,7 @@
 
 The question: can the image models (quality gate, plane/LUS/valve classifiers, valve detector, LV segmentation
 and tracing) keep up with a live scanner on a CPU? Target: <= 33 ms per frame at batch 1 (30 frames/s).
-Each task's network is built exactly as `sonokit train <task>` builds it (task defaults from configs/<task>.yaml:
+Each task's network is built exactly as `sonokit train <task>` builds it (task defaults from sonokit/configs/<task>.yaml:
 backbone, head, input size, channels), exported with `sonokit.export` (the same code as `sonokit export`,
 verified against PyTorch), and both backends are timed on the same random normalised input.
 Weights are untrained: latency does not depend on their values. Preprocessing (decode, letterbox) is not

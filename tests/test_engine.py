@@ -179,7 +179,7 @@ def test_configs_match_task_defaults_and_reject_typos(tmp_path) -> None:
     from sonokit.train.config import parse_sets, read_yaml
 
     for name in task_names():
-        if not (Path(__file__).parents[1] / "configs" / f"{name}.yaml").is_file():
+        if not (Path(__file__).parents[1] / "src" / "sonokit" / "configs" / f"{name}.yaml").is_file():
             continue
         defaults = get_task(name).defaults
         from_yaml = resolve_config(name, task_defaults={})

@@ -78,11 +78,8 @@ _UNCERTAINTY_ROWS = [
     ("selective.risk_at_80", "error at 80% coverage", "test"),
     ("selective.aurc", "AURC", "lower is better"),
     ("combined.accuracy_plain", "accuracy, classifier alone", "test"),
-    (
-        "combined.by_correctness_model.msp.accuracy",
-        "accuracy, classifier + kNN fallback when flagged",
-        "test",
-    ),
+    ("combined.accuracy_knn", "accuracy, kNN vote of training neighbours", "test"),
+    ("combined.accuracy_combined", "accuracy, classifier + kNN where flagged", "test, check chosen on val"),
 ]
 
 
@@ -178,6 +175,7 @@ def lus(ctx: Any) -> Section:
         "sonokit train lus --data lus.csv --out runs/lus/mine",
         "sonokit predict runs/lus/mine new_clip.avi --out lus_predictions.csv",
         "sonokit uncertainty runs/lus/mine --alpha 0.1",
+        "sonokit predict runs/lus/mine new_clip.avi --out lus_predictions.csv --uncertainty",
     ]
     return section
 

@@ -125,8 +125,8 @@ class TrainConfig(BaseModel):
 
 
 def default_config_dir() -> Path:
-    """configs/ at the repository root (src layout: src/sonokit/train/config.py -> ../../../configs)."""
-    return Path(__file__).resolve().parents[3] / "configs"
+    """sonokit/configs/, shipped inside the package so a wheel install finds it too."""
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

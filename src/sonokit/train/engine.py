@@ -46,7 +46,7 @@ SPLITS = ("train", "val", "test")
 LOG_COLUMNS = ["epoch", "phase", "loss", "metric", "seconds", "lr"]
 CHECKPOINT = "checkpoint_last.pt"
 WEIGHTS = "model.safetensors"
-LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "ece", "video_mae"})
+LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "ece", "video_mae", "ssim_mae", "point_error"})
 
 
 @dataclass
