@@ -130,7 +130,9 @@ def main() -> None:
     parser.add_argument("--ref-train-stride", type=int, default=64)
     parser.add_argument("--ref-test-stride", type=int, default=1)
     parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--work", type=Path, help="keep the data and run folders here (default: a temp folder)")
+    parser.add_argument(
+        "--work", type=Path, help="keep the data and run folders here (default: a temp folder)"
+    )
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -218,3 +218,33 @@ def test_cli_predict_workers_reports_corrupt_file_and_resumes(setup) -> None:
     assert proc.returncode == 2
     assert f"{N_IMAGES + 1} files already predicted" in proc.stdout
     assert len(_read(out)) == N_IMAGES + DICOM_FRAMES + 1
+
+
+@pytest.mark.slow
+def test_uncertainty_columns_stream_with_workers_and_cine_rows(setup) -> None:
+    from sonokit.errors import InputError
+    from sonokit.predict.runner import predict_to_csv
+    from sonokit.predict.uncertainty import COLUMNS
+    from sonokit.uncertainty.report import run_uncertainty
+
+    out = setup["root"] / "unc.csv"
+    with pytest.raises(InputError, match="sonokit uncertainty"):  # nothing fitted yet: refused up front
+        predict_to_csv(setup["run"], [setup["inputs"]], out, device="cpu", uncertainty=True)
+    assert not out.exists() and not Path(str(out) + ".partial").exists()
+
+    run_uncertainty(setup["run"], alpha=0.2, device="cpu", k=3, tsne_max=0)
+    res = predict_to_csv(setup["run"], [setup["inputs"]], out, device="cpu", workers=2, uncertainty=True)
+    assert len(res.errors) == 1 and "broken.png" in res.errors[0]
+    df = _read(out)
+    assert len(df) == N_IMAGES + DICOM_FRAMES + 1 and list(df.columns[-len(COLUMNS) - 1 : -1]) == list(
+        COLUMNS
+    )
+    items, video = df[df["frame"] != "all"], df[df["frame"] == "all"]
+    classes = {c[2:] for c in df.columns if c.startswith("p_") and c != "p_correct"}
+    assert set(items["combined_pred"]) <= classes and set(items["knn_pred"]) <= classes
+    assert items["abstain"].isin(["True", "False"]).all()
+    assert ((items["flagged"] == "True") | (items["combined_pred"] == items["y_pred"])).all()
+    assert items["nearest_path"].map(lambda p: Path(p).is_file()).all()
+    assert len(video) == 1 and video["combined_pred"].iloc[0] in classes  # the cine's aggregated row
+    if not (items[items["path"] == video["path"].iloc[0]]["flagged"] == "True").any():
+        assert video["combined_pred"].iloc[0] == video["y_pred"].iloc[0]

@@ -359,7 +359,9 @@ def test_uncertainty_and_similar_on_a_trained_run(tmp_path) -> None:
     # the combined pipeline on new files: the same answers as the analysis gave for the same test images
     test_paths = per_item["path"].tolist()
     out = tmp_path / "pred.csv"
-    res = CliRunner().invoke(app, ["predict", str(run), *test_paths, "--out", str(out), "--uncertainty", "--quiet"])
+    res = CliRunner().invoke(
+        app, ["predict", str(run), *test_paths, "--out", str(out), "--uncertainty", "--quiet"]
+    )
     assert res.exit_code == 0, res.output
     pred = pd.read_csv(out).set_index("path").loc[test_paths]
     for col in ("conformal_set", "abstain", "p_correct", "flagged", "knn_pred", "nearest_path"):
@@ -376,9 +378,9 @@ def test_uncertainty_and_similar_on_a_trained_run(tmp_path) -> None:
 
     # state fitted for other weights is refused, and nothing is written
     (run / "uncertainty" / "scorer.json").write_text(
-        (run / "uncertainty" / "scorer.json").read_text().replace(
-            json.loads((run / "uncertainty" / "scorer.json").read_text())["weights_sha256"], "0" * 64
-        )
+        (run / "uncertainty" / "scorer.json")
+        .read_text()
+        .replace(json.loads((run / "uncertainty" / "scorer.json").read_text())["weights_sha256"], "0" * 64)
     )
     out2 = tmp_path / "pred2.csv"
     res = CliRunner().invoke(app, ["predict", str(run), test_paths[0], "--out", str(out2), "--uncertainty"])

@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ import torch
 from sonokit.errors import InputError, SonokitError
 from sonokit.predict.runner import LoadedRun, public_columns
 from sonokit.utils import get_logger, progress
+
+if TYPE_CHECKING:
+    from sonokit.predict.uncertainty import UncertaintyColumns
 
 log = get_logger(__name__)
 
@@ -247,11 +250,11 @@ class _Stream:
         writer: CsvAppender,
         batch_size: int,
         lookup: dict[str, str],
-        extra: Any = None,
+        extra: UncertaintyColumns | None = None,
     ) -> None:
         from sonokit.train.engine import amp_dtype
 
-        self.extra = extra  # UncertaintyColumns or None
+        self.extra = extra
         self.run = run
         self.writer = writer
         self.batch_size = batch_size

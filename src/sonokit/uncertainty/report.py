@@ -105,9 +105,9 @@ def _classification(
         groups_test=groups,
     )
     if data is None:  # what `sonokit predict --uncertainty` needs, beside the index
-        UncertaintyScorer.from_result(
-            result, classes, k, seed, index.meta["weights_sha256"]
-        ).save(run.run_dir)
+        UncertaintyScorer.from_result(result, classes, k, seed, index.meta["weights_sha256"]).save(
+            run.run_dir
+        )
     frames = item_frames(test.items)
     unit = "frames" if any(frames) else "images"
     summary: dict[str, Any] = {"classes": classes, "level": unit, "knn_k": k, **result.summary}
