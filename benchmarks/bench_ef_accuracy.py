@@ -45,27 +45,32 @@ class Variant:
     model: str
     options: dict
     test_stride: int
+    lr: float
 
 
 def variants(args: argparse.Namespace) -> list[Variant]:
-    fast = Variant(f"{args.fast_model} (sonokit)", args.fast_model, {}, 16)
+    fast = Variant(f"{args.fast_model} (sonokit)", args.fast_model, {}, 16, args.lr)
     ref = Variant(
         "r2plus1d_18, all clips (EchoNet-Dynamic reference)",
         "r2plus1d_18",
         {"frames": 32, "period": 2, "clip_stride": args.ref_train_stride},
         args.ref_test_stride,
+        args.ref_lr or args.lr,
     )
     return [fast, ref]
 
 
 def train_variant(v: Variant, args: argparse.Namespace, data: str, out: Path) -> tuple[Path, float]:
+    """Train (or with --reuse keep a finished run in `out`); returns the run folder and its training seconds."""
+    if args.reuse and (out / "model.safetensors").is_file():
+        return out, float(pd.read_csv(out / "log.csv")["seconds"].sum())
     overrides = {
         "data": data,
         "out": str(out),
         "model": v.model,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
-        "lr": args.lr,
+        "lr": v.lr,
         "size": 112,
         "seed": args.seed,
         "patience": 0,
@@ -129,6 +134,8 @@ def main() -> None:
     parser.add_argument("--fast-model", default="two-stream")
     parser.add_argument("--ref-train-stride", type=int, default=64)
     parser.add_argument("--ref-test-stride", type=int, default=1)
+    parser.add_argument("--ref-lr", type=float, help="the reference's learning rate (default: --lr)")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs found in --work")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument(
         "--work", type=Path, help="keep the data and run folders here (default: a temp folder)"
@@ -160,7 +167,8 @@ def main() -> None:
     load = os.getloadavg()
     lines = [
         f"EF accuracy on synthetic EchoNet-format data ({'given' if args.data else f'{args.n} simulated'} videos), "
-        f"both trained {args.epochs} epochs from scratch, lr {args.lr}, batch {args.batch_size}, amp "
+        f"both trained {args.epochs} epochs from scratch, lr {args.lr} (reference {args.ref_lr or args.lr}), "
+        f"batch {args.batch_size}, amp "
         f"{args.amp}, seed {args.seed}, device {args.device}, {args.threads} threads, load {load[0]:.1f}",
         "",
         "| model | params | test protocol | test videos | MAE [95% CI] | RMSE | r2 | training-mean MAE | "
