@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sonokit.errors import InputError, ModelError
+from sonokit.errors import InputError
 from sonokit.uncertainty.scorer import UncertaintyScorer
 
 COLUMNS = (
@@ -35,43 +35,33 @@ class UncertaintyColumns:
     """Captures embeddings and logits while the run's model predicts, then adds COLUMNS to its rows."""
 
     def __init__(self, run: Any) -> None:
-        from sonokit.retrieval.runs import load_or_build_index, weights_fingerprint
+        from sonokit.retrieval.runs import HeadCapture, load_or_build_index, weights_fingerprint
 
         task = run.task
         if task.kind != "classification" or not hasattr(task, "video_rows"):
             raise InputError(f"--uncertainty covers classification tasks, not {task.name}", run.run_dir)
-        head = getattr(run.model, "head", None)
-        if head is None or not hasattr(head, "embed"):
-            raise ModelError("--uncertainty needs the PyTorch model's embedding: use --backend torch")
         self.task = task
         self.scorer = UncertaintyScorer.load(run.run_dir, weights_fingerprint(run.run_dir))
         self.index = load_or_build_index(run)
         self.names = np.asarray(task.classes, dtype=object)
-        self._emb: list[np.ndarray] = []
-        self._logits: list[np.ndarray] = []
-        self._handle = head.register_forward_hook(self._hook)
-
-    def _hook(self, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        self._emb.append(module.embed(inputs[0]).float().cpu().numpy())
-        self._logits.append(output.float().cpu().numpy())
+        self._capture = HeadCapture(run.model)
 
     def take(self) -> dict[str, np.ndarray]:
         """The arrays captured since the last call, to travel with the batch's collected outputs."""
-        out = {"_emb": np.concatenate(self._emb), "_logits": np.concatenate(self._logits)}
-        self._emb, self._logits = [], []
-        return out
+        emb, logits = self._capture.take()
+        return {"_emb": emb, "_logits": logits}
 
     def close(self) -> None:
-        self._handle.remove()
+        self._capture.close()
 
     def annotate(self, preds: pd.DataFrame, collected: dict[str, np.ndarray]) -> pd.DataFrame:
         """Fill COLUMNS: item rows (the first len(collected) rows of task.predictions) get everything, each
         video's aggregated row gets the combined prediction under the task's own video rule."""
-        from sonokit.retrieval.runs import _class_logits
+        from sonokit.retrieval.runs import class_logits
 
         n = len(collected["index"])
         k = len(self.names)
-        logits = _class_logits(collected["_logits"], collected["probs"])
+        logits = class_logits(collected["_logits"], collected["probs"])
         emb = collected["_emb"]
         knn = self.index.knn_vote(emb, self.scorer.k, k)
         s = self.scorer.score(logits, knn)

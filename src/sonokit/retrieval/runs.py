@@ -56,47 +56,64 @@ def run_splits(run: Any, data: str | Path | None = None) -> dict[str, pd.DataFra
     return split_items(task, index)
 
 
+class HeadCapture:
+    """While attached, collects the head's embedding (its `embed`) and raw outputs of every forward pass."""
+
+    def __init__(self, model: Any) -> None:
+        head = getattr(model, "head", None)
+        if head is None or not hasattr(head, "embed"):
+            raise ModelError(
+                f"{type(model).__name__} has no head with embed(): retrieval needs a registry model "
+                "(and the torch backend)"
+            )
+        self._emb: list[np.ndarray] = []
+        self._out: list[np.ndarray] = []
+        self._handle = head.register_forward_hook(self._hook)
+
+    def _hook(self, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        self._emb.append(module.embed(inputs[0]).float().cpu().numpy())
+        self._out.append(output.float().cpu().numpy())
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, head outputs) captured since the last call, in forward order."""
+        if not self._emb:
+            raise InputError("no items to embed")
+        emb, out = np.concatenate(self._emb), np.concatenate(self._out)
+        self._emb, self._out = [], []
+        return emb, out
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
 def infer_with_embeddings(
     run: Any, items: pd.DataFrame, batch_size: int | None = None, desc: str = "embed"
 ) -> SplitOutputs:
     """Run the task's inference over `items`, capturing the head's embedding and logits on the way."""
     from sonokit.train.engine import amp_dtype, infer, make_loader
 
-    head = getattr(run.model, "head", None)
-    if head is None or not hasattr(head, "embed"):
-        raise ModelError(
-            f"{type(run.model).__name__} has no head with embed(): retrieval needs a registry model"
-        )
     cfg = run.task.cfg
     dataset = run.task.build_dataset(items, train=False)
     loader = make_loader(
         dataset, run.task, batch_size or cfg.eval_batch_size or cfg.batch_size, 0, run.device
     )
-    feats: list[np.ndarray] = []
-    logits: list[np.ndarray] = []
-
-    def hook(module: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        feats.append(module.embed(inputs[0]).float().cpu().numpy())
-        logits.append(output.float().cpu().numpy())
-
-    handle = head.register_forward_hook(hook)
+    capture = HeadCapture(run.model)
     try:
         _, collected = infer(run.task, run.model, loader, run.device, amp_dtype(cfg, run.device), desc=desc)
+        feats, head_out = capture.take()
     finally:
-        handle.remove()
-    if not feats:
-        raise InputError("no items to embed")
+        capture.close()
     order = np.argsort(collected["index"], kind="stable")  # rows back in item order
-    emb, lg = np.concatenate(feats)[order], np.concatenate(logits)[order]
+    emb, lg = feats[order], head_out[order]
     collected = {k: v[order] for k, v in collected.items()}
     probs = collected.get("probs")
     if probs is None:
         raise ModelError(f"task {run.task.name!r} is not a classifier (no probabilities to retrieve by)")
     y = np.asarray(collected.get("y", np.full(len(items), -1))).astype(np.int64)
-    return SplitOutputs(items, emb.astype(np.float32), _class_logits(lg, probs), probs, y, collected, dataset)
+    return SplitOutputs(items, emb.astype(np.float32), class_logits(lg, probs), probs, y, collected, dataset)
 
 
-def _class_logits(head_out: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def class_logits(head_out: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """The head's outputs when they are the class logits (softmax reproduces the task's probabilities), else
     log-probabilities. A head may carry extra outputs (the quality task adds an SSIM column)."""
     from sonokit.uncertainty.calibration import probs_to_logits, softmax

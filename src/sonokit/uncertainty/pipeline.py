@@ -261,31 +261,12 @@ def _combined_summary(
 
 
 def uncertainty_summary(
-    probs_val: np.ndarray,
-    y_val: np.ndarray,
-    probs_test: np.ndarray,
-    y_test: np.ndarray,
-    alpha: float = 0.1,
-    logits_val: np.ndarray | None = None,
-    logits_test: np.ndarray | None = None,
-    knn_probs_val: np.ndarray | None = None,
-    knn_probs_test: np.ndarray | None = None,
-    **kwargs: Any,
+    probs_val: np.ndarray, y_val: np.ndarray, probs_test: np.ndarray, y_test: np.ndarray, **kwargs: Any
 ) -> dict[str, Any]:
     """JSON-able dict: ECE/NLL before and after, conformal coverage and set size, correctness AUROCs, AURC,
-    risk at 80% coverage, and plain vs combined accuracy when kNN probabilities are given."""
-    return analyse_classification(
-        probs_val,
-        y_val,
-        probs_test,
-        y_test,
-        alpha=alpha,
-        logits_val=logits_val,
-        logits_test=logits_test,
-        knn_probs_val=knn_probs_val,
-        knn_probs_test=knn_probs_test,
-        **kwargs,
-    ).summary
+    risk at 80% coverage, and plain vs combined accuracy when kNN probabilities are given (the keyword
+    arguments of analyse_classification)."""
+    return analyse_classification(probs_val, y_val, probs_test, y_test, **kwargs).summary
 
 
 def regression_summary(
