@@ -11,6 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SONOKIT_SHARED", ROOT.parent / "shared"))
 
 os.environ.setdefault("SONOKIT_NO_PROGRESS", "1")
+if "SONOKIT_CACHE" not in os.environ:  # the suite's preprocessed cache never touches the user's own
+    import tempfile
+
+    os.environ["SONOKIT_CACHE"] = tempfile.mkdtemp(prefix="sonokit-test-cache-")
 
 
 def pytest_configure(config: pytest.Config) -> None:

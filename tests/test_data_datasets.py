@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from sonokit.data import FrameCache, ImageDataset, expand_video_frames
+from sonokit.data.cache import PreprocessedCache
 from sonokit.data.datasets import letterbox
+from sonokit.data.frames import LetterboxRecipe
 from sonokit.errors import InputError
 from sonokit.io import write_video
 
@@ -83,11 +85,11 @@ def test_expand_video_frames_and_read_through_the_cache(tmp_path: Path) -> None:
     labelled = df.assign(frame=[3, np.nan])  # a per-frame label is kept, not re-expanded
     assert expand_video_frames(labelled)["frame"].tolist() == [3, 0]
 
-    cache = FrameCache(max_videos=2)
+    cache = PreprocessedCache(LetterboxRecipe(16, 1), root=tmp_path / "cache")
     ds = ImageDataset(frames, classes=["a", "b"], size=16, cache=cache)
     values = [round(ds[i][0][0, 8, 8].item() * 255) for i in range(len(ds))]
     assert values[:3] == pytest.approx([0, 80, 160], abs=3) and values[3] == pytest.approx(90, abs=2)
-    assert (cache.misses, cache.hits) == (1, 2)  # the video decoded once for three frames
+    assert (cache.builds, cache.hits) == (2, 2)  # the video decoded once for three frames, the image once
 
 
 def test_frame_cache_evicts_least_recent(tmp_path: Path) -> None:

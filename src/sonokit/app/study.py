@@ -797,6 +797,9 @@ def analyse_upload(name: str, data: bytes, models: Models, options: Options) -> 
         path.write_bytes(data)
         if not data:
             return StudyResult(name=name, error=f"{name}: empty file")
-        return analyse_file(path, name, models, options, workdir)
+        from sonokit.data.cache import transient
+
+        with transient():  # an upload's pixels never reach the preprocessed cache on disk
+            return analyse_file(path, name, models, options, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

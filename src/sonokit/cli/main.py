@@ -77,6 +77,9 @@ def _register() -> None:
     from sonokit.cli import app as app_cli
 
     app_cli.register(app)
+    from sonokit.cli import cache as cache_cli
+
+    cache_cli.register(app)
 
 
 _register()

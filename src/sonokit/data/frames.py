@@ -1,8 +1,9 @@
 """Frame-level access to an index that mixes images and cines.
 
 Frame tasks (lung score, quality, fetal plane on cine loops) train on single frames but their tables list videos.
-`expand_video_frames` turns each video row into one row per sampled frame; `FrameCache` keeps a few decoded
-videos in memory so a dataset reading frames 0, 4, 8, ... of one short cine decodes it once, not once per frame.
+`expand_video_frames` turns each video row into one row per sampled frame; `LetterboxRecipe` is the
+preprocessing that `sonokit.data.cache` runs once per file, so reading frame 40 of a cine never decodes frames 0-39
+again.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +78,44 @@ def read_image(path: str | Path, frame: int = 0) -> np.ndarray:
         return np.asarray(cine.frame(int(frame)))
 
 
-class FrameCache:
-    """A small LRU of decoded videos, bounded by count and bytes, for frame-level datasets.
+@dataclass(frozen=True)
+class LetterboxRecipe:
+    """Every frame of a file (a still image is one frame) letterboxed to size x size with `channels` channels.
 
-    Each DataLoader worker holds its own copy; ordering items by video (as expand_video_frames does) makes the
-    hit rate high even with a few entries.
+    The preprocessing of the 2D frame tasks (lus, fetal-plane, classify, ...), run once per file by
+    `sonokit.data.cache.PreprocessedCache`. Frames are converted one at a time, so a 1,000-frame cine needs the
+    memory of one decoded frame plus the (memory-mapped) output.
+    """
+
+    size: int
+    channels: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"letterbox:size={int(self.size)}:channels={int(self.channels)}"
+
+    def build(self, path: Path, allocate) -> dict:
+        from sonokit.preprocess.resize import letterbox, to_channels
+
+        with _opened(path) as cine:
+            n = len(cine)
+            if n <= 0:
+                raise InputError("file has no frames", path)
+            out = allocate((n, self.size, self.size, self.channels))
+            done = 0
+            for i, frame in enumerate(cine):
+                out[i] = letterbox(to_channels(np.asarray(frame), self.channels), self.size)
+                done = i + 1
+            fps = cine.fps
+        if done != n:
+            raise InputError(f"decoded {done} of {n} frames: truncated or corrupt", path)
+        return {"fps": fps}
+
+
+class FrameCache:
+    """A small LRU of decoded videos at their original size (the EchoNet reference dataset's reader).
+
+    Model-size frames for training come from `sonokit.data.cache.PreprocessedCache` instead.
     """
 
     def __init__(self, max_videos: int = 8, max_bytes: int = 512 * 2**20) -> None:
@@ -143,7 +178,7 @@ def expand_video_frames(df: pd.DataFrame, every: int = 1, max_frames: int | None
     """One row per sampled frame for video rows, with an int `frame` column; images get frame 0.
 
     Rows that already name a frame (a `frame` column with a value, e.g. per-frame labels of a cine) are kept
-    as they are. Frames of one video stay adjacent so a FrameCache decodes each video once per pass.
+    as they are. Frames of one video stay adjacent.
     """
     rows = df.reset_index(drop=True)
     if "frame" in rows.columns:

@@ -8,7 +8,6 @@ resize of `sonokit.preprocess.preprocess_cine`, with the CropTransform that maps
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,31 +108,51 @@ def read_prepared(
     return prepared, (frames if keep_original else None)
 
 
-class PreparedStore:
-    """An LRU of prepared videos bounded by bytes, so an epoch decodes each training video once, not per clip."""
+@dataclass(frozen=True)
+class EchoRecipe:
+    """The echo preprocessing (`read_prepared`: sector crop or as-is at model size, gray when B-mode) for the cache."""
 
-    def __init__(self, size: int, max_bytes: int = 384 * 2**20) -> None:
+    size: int
+
+    @property
+    def key(self) -> str:
+        return f"echo:size={int(self.size)}"
+
+    def build(self, path: Path, allocate) -> dict:
+        cine, _ = read_prepared(path, self.size)
+        allocate(cine.frames.shape)[:] = cine.frames
+        t = cine.transform
+        return {
+            "fps": cine.fps,
+            "spacing_mm": list(cine.spacing_mm) if cine.spacing_mm is not None else None,
+            "original_shape": list(cine.original_shape),
+            "transform": [t.x0, t.y0, t.scale, t.pad_x, t.pad_y, t.size, list(t.original_shape)],
+        }
+
+
+class PreparedStore:
+    """Prepared cines for training and evaluation, from the preprocessed cache (decoded once across runs).
+
+    The sector geometry is not kept (training does not need it); single-study prediction uses `read_prepared`.
+    """
+
+    def __init__(self, size: int) -> None:
+        from sonokit.data.cache import PreprocessedCache
+
         self.size = int(size)
-        self.max_bytes = int(max_bytes)
-        self._store: OrderedDict[str, PreparedCine] = OrderedDict()
-        self._bytes = 0
+        self.cache = PreprocessedCache(EchoRecipe(self.size))
 
     def get(self, path: str | Path) -> PreparedCine:
-        key = str(path)
-        if key in self._store:
-            self._store.move_to_end(key)
-            return self._store[key]
-        cine = read_prepared(key, self.size)[0]
-        self._store[key] = cine
-        self._bytes += cine.frames.nbytes
-        while len(self._store) > 1 and self._bytes > self.max_bytes:
-            _, old = self._store.popitem(last=False)
-            self._bytes -= old.frames.nbytes
-        return cine
-
-    def __getstate__(self) -> dict:
-        # DataLoader workers start with an empty cache rather than a pickled copy of the parent's
-        return {"size": self.size, "max_bytes": self.max_bytes, "_store": OrderedDict(), "_bytes": 0}
+        entry = self.cache.entry(path)
+        meta = entry.meta
+        x0, y0, scale, pad_x, pad_y, size, shape = meta["transform"]
+        transform = CropTransform(
+            int(x0), int(y0), float(scale), float(pad_x), float(pad_y), int(size), tuple(shape)
+        )
+        spacing = tuple(meta["spacing_mm"]) if meta.get("spacing_mm") is not None else None
+        return PreparedCine(
+            Path(path), entry.frames, meta.get("fps"), spacing, transform, tuple(meta["original_shape"])
+        )
 
 
 def count_cine_frames(path: str | Path) -> tuple[int, float | None]:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonokit.data.cache import transient
 from sonokit.errors import InputError, SonokitError
 from sonokit.predict.runner import LoadedRun, public_columns
 from sonokit.utils import get_logger, progress
@@ -104,8 +105,9 @@ class FileItems(torch.utils.data.Dataset):
             if rows.empty:
                 return _Prepared(str(f), None, [], str(InputError("nothing to predict (no frames)", f)))
             rows = rows.reset_index(drop=True)
-            ds = self.task.build_dataset(rows, train=False)
-            items = [_to_numpy(ds[j]) for j in range(len(ds))]
+            with transient():  # a new study is decoded once here; nothing of it goes to the disk cache
+                ds = self.task.build_dataset(rows, train=False)
+                items = [_to_numpy(ds[j]) for j in range(len(ds))]
         except SonokitError as err:
             return _Prepared(str(f), None, [], str(err))
         except (
