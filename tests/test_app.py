@@ -230,7 +230,7 @@ def _flatten(node) -> list:
 
 def test_aortic_valve_page_shows_box_crop_and_probability(trained, monkeypatch) -> None:
     from sonokit.av.cascade import Cascade
-    from sonokit.av.data import read_gray
+    from sonokit.data.frames import read_gray
 
     frame = sorted((trained["psax_data"] / "images").glob("*.png"))[0]
     at = _upload(_app(trained, monkeypatch, av=True, opt_avthr=0.0), (frame.name, frame.read_bytes()))

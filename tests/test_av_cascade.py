@@ -56,8 +56,9 @@ def test_runs_hold_the_same_patients_out_and_report_detection_metrics(runs) -> N
 
 def test_cascade_maps_boxes_and_crops_back_to_the_original_pixels(runs) -> None:
     from sonokit.av.cascade import OK, Cascade
-    from sonokit.av.data import letterbox_gray, read_av_index, read_gray
+    from sonokit.av.data import letterbox_gray, read_av_index
     from sonokit.av.detector import decode
+    from sonokit.data.frames import read_gray
 
     data, det, cls = runs
     cascade = Cascade(det, cls, device="cpu", score_threshold=0.01)

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -161,3 +162,23 @@ def test_two_process_run_matches_single_process(tmp_path) -> None:
     )
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4  # and ended with the same weights
     assert torch.equal(torch.tensor(a["epoch"]), torch.tensor(b["epoch"]))
+
+
+def test_shard_sampler_draws_per_group_rows_afresh_each_epoch() -> None:
+    from sonokit.train.distributed import ShardSampler
+
+    groups = [np.arange(0, 10), np.arange(10, 30), np.array([30])]  # two videos' frames and one still image
+    seen: set[int] = set()
+    orders = []
+    for epoch in range(4):
+        s = ShardSampler(31, seed=5, groups=groups, per_group=3)
+        s.set_epoch(epoch)
+        order = list(s)
+        assert len(order) == len(s) == 7 and len(set(order)) == 7  # 3 + 3 + 1, no repeats
+        assert [sum(i in g for i in order) for g in groups] == [3, 3, 1]
+        seen |= set(order)
+        orders.append(order)
+    assert len(seen) > 14 and orders[0] != orders[1]  # new frames each epoch, not a fixed subset
+    ranks = [ShardSampler(31, seed=5, world_size=2, rank=r, groups=groups, per_group=3) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 4  # 7 rows padded to 8, split evenly
+    assert set(ranks[0]) | set(ranks[1]) == set(orders[0])  # the processes split one epoch's draw

@@ -236,6 +236,22 @@ def test_ef_predict_on_dicom_converted_avi_and_a_bad_file(predicted, runs, capsy
     assert abs(dicom["ef_video"] - avi["ef_video"]) < 3.0  # the same study read two ways
 
 
+def test_ef_predict_prefetching_gives_the_sequential_rows_in_input_order(predicted, runs, tmp_path) -> None:
+    from sonokit.echo.predict import load_echo_models, predict_studies
+
+    models = load_echo_models([runs["ef"], runs["seg"]], "cpu")
+    p = predicted
+    inputs = [p["inputs"][0], tmp_path / "missing.avi", p["bad"], p["avi"], p["video"]]
+    sequential, errors0 = predict_studies(inputs, models, workers=0)
+    for workers in (1, 2):
+        table, errors = predict_studies(inputs, models, workers=workers)
+        assert errors == errors0 and len(errors) == 2  # the missing input and the damaged file, by name
+        assert table["path"].tolist() == sequential["path"].tolist()  # input order, error rows in place
+        pd.testing.assert_frame_equal(table, sequential)  # same numbers: decoding ahead changes nothing
+    assert "missing.avi" in sequential["path"].iloc[1] and sequential["error"].iloc[1]
+    assert np.isfinite(sequential["ef"].iloc[[0, 3, 4]]).all()
+
+
 def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_root, tmp_path) -> None:
     """Same cine as AVI (no spacing: pixels**3) and as DICOM with spacing (mL): the volumes differ by the model
     pixel's volume, (original spacing x crop pixel size)**3 / 1000 (the seg run works at 64 px, so the crop

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sonokit.data.frames import count_frames
 from sonokit.errors import InputError, ModelError
 from sonokit.tasks import get_task, task_names
 from sonokit.train.config import resolve_config
@@ -164,3 +165,27 @@ def test_lus_trains_on_frames_and_scores_videos(tmp_path_factory) -> None:
     assert (run / "plots" / "confusion_video_test.png").is_file()
     card = json.loads((run / "model_card.json").read_text())
     assert card["training_data"]["videos"]["test"] == len(videos)
+
+
+def test_lus_training_draws_fresh_frames_each_epoch_and_evaluates_a_fixed_set(tmp_path) -> None:
+    from sonokit.synth import make_dataset
+    from sonokit.train.distributed import ShardSampler
+
+    data = make_dataset("lus", tmp_path / "lus", n=12, seed=1, size=32)
+    task = _task("lus", data=str(data / "lus.csv"))  # defaults: every 2nd frame, 16 to evaluate, 8 per epoch
+    index = task.prepare_index()
+    n_frames = {p: len(np.arange(0, count_frames(p), 2)) for p in index["path"]}
+    train = task.expand(index.assign(split="train"))
+    evaluation = task.expand(index.assign(split="test"))
+    assert len(train) == sum(n_frames.values())  # every candidate frame, max_frames not applied
+    assert len(evaluation) == sum(min(n, 16) for n in n_frames.values())
+    groups, k = task.epoch_groups(train)
+    assert k == 8 and len(groups) == len(index)
+    assert all(train["path"].iloc[g].nunique() == 1 for g in groups)
+    draws = []
+    for epoch in range(2):
+        sampler = ShardSampler(len(train), 0, groups=groups, per_group=k)
+        sampler.set_epoch(epoch)
+        draws.append(sorted(sampler))
+    assert len(draws[0]) == sum(min(8, n) for n in n_frames.values()) and draws[0] != draws[1]
+    assert _task("lus", options={"train_frames_per_epoch": None}).epoch_groups(train) is None

@@ -660,9 +660,8 @@ def _similar(res: ClassResult, index: Any, embedding: np.ndarray, k: int) -> Non
 
 def _av(models: Models, path: Path, n_frames: int, sector: Any, options: Options) -> AVResult:
     from sonokit.av.cascade import OK
-    from sonokit.av.data import read_gray
     from sonokit.av.plots import draw_boxes
-    from sonokit.data.frames import sample_indices
+    from sonokit.data.frames import read_gray, sample_indices
 
     cascade = models.cascade
     if options.av_threshold is not None:  # a copy: the cached cascade keeps the run's own threshold

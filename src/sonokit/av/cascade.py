@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from sonokit.av.boxes import clip_boxes, detection_metrics, inverse_map
-from sonokit.av.data import crop, crop_input, letterbox_gray, read_gray
+from sonokit.av.data import crop, crop_input, letterbox_gray
+from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
 from sonokit.utils import atomic_write_json, get_logger, progress, write_csv
 

@@ -96,25 +96,6 @@ def split_av_index(df: pd.DataFrame, fractions: tuple[float, float, float], seed
 # ---------------------------------------------------------------------------------------------- pixels
 
 
-def read_gray(path: str | Path, frame: int = 0) -> np.ndarray:
-    """uint8 (H, W) of one frame (RGB files become BT.601 luminance); InputError naming the file otherwise."""
-    import cv2
-
-    from sonokit.data.frames import read_image
-
-    try:
-        image = np.asarray(read_image(path, int(frame)))
-    except InputError:
-        raise
-    except Exception as err:  # decoders raise many types
-        raise InputError(f"cannot read image: {err}", path) from err
-    if image.ndim == 3:
-        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2GRAY)
-    if image.dtype != np.uint8:
-        raise InputError(f"expected 8-bit pixels, got {image.dtype}", path)
-    return image
-
-
 def letterbox_gray(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """The detector's input: uint8 (size, size) letterboxed image and the exact map that produced it."""
     from sonokit.data.datasets import letterbox

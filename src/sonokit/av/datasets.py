@@ -15,7 +15,9 @@ import pandas as pd
 import torch
 
 from sonokit.av.boxes import Letterbox
-from sonokit.av.data import crop, crop_input, letterbox_gray, read_gray
+from sonokit.av.data import crop, crop_input
+from sonokit.data.cache import PreprocessedCache
+from sonokit.data.frames import GrayRecipe, LetterboxRecipe
 from sonokit.errors import InputError
 
 MIN_BOX_SIDE = 1.0  # input pixels: a box squeezed thinner by clamping at the border no longer counts
@@ -48,6 +50,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.labelled = "boxes" in self.items.columns
+        self.cache = PreprocessedCache(LetterboxRecipe(self.size, 1))  # == letterbox_gray(read_gray(...))
         self.max_boxes = max([1] + [len(b) for b in self.items["boxes"]]) if self.labelled else 1
 
     def set_epoch(self, epoch: int) -> None:
@@ -58,8 +61,15 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def load(self, i: int) -> tuple[np.ndarray, Letterbox, np.ndarray]:
         """(letterboxed uint8 (S, S), its map, boxes (n, 4) in input pixels) of item i."""
-        image = read_gray(self.items["path"].iloc[i], _frame(self.items, i))
-        lb, geo = letterbox_gray(image, self.size)
+        entry = self.cache.entry(self.items["path"].iloc[i])
+        frame = _frame(self.items, i)
+        if not 0 <= frame < len(entry.frames):
+            raise InputError(
+                f"frame {frame} out of range: the file has {len(entry.frames)} frames",
+                self.items["path"].iloc[i],
+            )
+        lb = np.array(entry.frames[frame][:, :, 0])
+        geo = Letterbox(int(entry.meta["height"]), int(entry.meta["width"]), self.size)
         boxes = geo.to_input(self.items["boxes"].iloc[i]) if self.labelled else np.zeros((0, 4))
         return lb, geo, boxes
 
@@ -118,6 +128,7 @@ class CropDataset(torch.utils.data.Dataset):
         self.size = int(size)
         self.margin = float(margin)
         self.noise_reduction = bool(noise_reduction)
+        self.cache = PreprocessedCache(GrayRecipe())  # crops need the original pixels, decoded once
         if "label" in self.items.columns and classes is not None:
             lookup = {c: k for k, c in enumerate(classes)}
             labels = self.items["label"].astype(str)
@@ -140,7 +151,7 @@ class CropDataset(torch.utils.data.Dataset):
         return jitter_box(box, self.jitter, np.random.default_rng(jitter_seed))
 
     def raw_crop(self, i: int, jitter_seed: int | None = None) -> np.ndarray:
-        image = read_gray(self.items["path"].iloc[i], _frame(self.items, i))
+        image = self.cache.frame(self.items["path"].iloc[i], _frame(self.items, i))
         return crop(image, self.box(i, jitter_seed), self.margin)[0]
 
     def load(self, i: int, jitter_seed: int | None = None) -> np.ndarray:

@@ -90,7 +90,8 @@ def evaluate_heuristic(
 
     `split` other than "all" takes the patient split the av tasks make with the same seed and fractions.
     """
-    from sonokit.av.data import NO_LABEL, crop, read_av_index, read_gray, split_av_index
+    from sonokit.av.data import NO_LABEL, crop, read_av_index, split_av_index
+    from sonokit.data.frames import read_gray
     from sonokit.errors import InputError
 
     df = read_av_index(data)

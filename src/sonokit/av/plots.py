@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonokit.av.data import read_gray
+from sonokit.data.frames import read_gray
 
 GREEN = (0, 200, 0)
 RED = (230, 30, 30)

@@ -24,7 +24,8 @@ from pydantic import Field
 from torch import nn
 
 from sonokit.av.boxes import box_iou, clip_boxes, detection_metrics, inverse_map
-from sonokit.av.data import NO_LABEL, read_av_index, read_gray, split_av_index
+from sonokit.av.data import NO_LABEL, read_av_index, split_av_index
+from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
 from sonokit.tasks import register_task
 from sonokit.tasks.base import Task, TaskOptions, normalise_batch

@@ -75,6 +75,9 @@ def predict(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Frames per batch (clips: half of it)."),
+    workers: int = typer.Option(
+        1, "--workers", min=0, help="Threads decoding the next cines while the models run (0: none)."
+    ),
 ) -> None:
     """EF, EDV/ESV, heart-function class, ED/ES frames and EF per beat of each cine (no label files needed).
 
@@ -93,6 +96,7 @@ def predict(
         overlay_dir=overlay,
         device=device,
         batch_size=batch_size,
+        workers=workers,
     )
     for err in errors:
         typer.echo(f"error: {err}", err=True)

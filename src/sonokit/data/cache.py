@@ -210,9 +210,10 @@ class PreprocessedCache:
         in_memory = not isinstance(entry.frames, np.memmap)
         if in_memory:
             self._bytes_in_memory += entry.frames.nbytes
-        # memory maps cost address space only; in-memory entries (cache off) are bounded like the old LRU
-        limit = 8 if not self.on_disk else self.max_open
-        while len(self._open) > 1 and (len(self._open) > limit or self._bytes_in_memory > 512 * 2**20):
+        # memory maps cost address space only; entries held in memory (cache off, transient) are bounded by bytes
+        while len(self._open) > 1 and (
+            len(self._open) > self.max_open or self._bytes_in_memory > 512 * 2**20
+        ):
             _, old = self._open.popitem(last=False)
             if not isinstance(old.frames, np.memmap):
                 self._bytes_in_memory -= old.frames.nbytes

@@ -78,6 +78,35 @@ def read_image(path: str | Path, frame: int = 0) -> np.ndarray:
         return np.asarray(cine.frame(int(frame)))
 
 
+def read_gray_array(image: np.ndarray, path: str | Path) -> np.ndarray:
+    """A decoded frame as uint8 (H, W): RGB becomes BT.601 luminance."""
+    import cv2
+
+    if image.ndim == 3:
+        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2GRAY)
+    if image.dtype != np.uint8:
+        raise InputError(f"expected 8-bit pixels, got {image.dtype}", path)
+    return image
+
+
+def read_gray(path: str | Path, frame: int = 0, min_side: int = 1) -> np.ndarray:
+    """uint8 (H, W) of one frame (RGB becomes BT.601 luminance); InputError naming the file otherwise.
+
+    The one grey reader of the read path (the valve cascade, the quality corruptions): originals at full
+    resolution, for work that needs the scanner's pixels rather than the model-size cache.
+    """
+    try:
+        image = np.asarray(read_image(path, int(frame)))
+    except InputError:
+        raise
+    except Exception as err:  # decoders raise many types
+        raise InputError(f"cannot read image: {err}", path) from err
+    image = read_gray_array(image, path)
+    if min(image.shape) < min_side:
+        raise InputError(f"image too small ({image.shape[1]}x{image.shape[0]})", path)
+    return image
+
+
 @dataclass(frozen=True)
 class LetterboxRecipe:
     """Every frame of a file (a still image is one frame) letterboxed to size x size with `channels` channels.
@@ -106,10 +135,31 @@ class LetterboxRecipe:
             for i, frame in enumerate(cine):
                 out[i] = letterbox(to_channels(np.asarray(frame), self.channels), self.size)
                 done = i + 1
-            fps = cine.fps
+            meta = {"fps": cine.fps, "height": cine.height, "width": cine.width}
         if done != n:
             raise InputError(f"decoded {done} of {n} frames: truncated or corrupt", path)
-        return {"fps": fps}
+        return meta
+
+
+@dataclass(frozen=True)
+class GrayRecipe:
+    """Every frame as uint8 grey at its original size: for crops at the scanner's resolution (valve cascade)."""
+
+    key: str = "gray:original"
+
+    def build(self, path: Path, allocate) -> dict:
+        with _opened(path) as cine:
+            n = len(cine)
+            if n <= 0:
+                raise InputError("file has no frames", path)
+            out = allocate((n, cine.height, cine.width))
+            done = 0
+            for i, frame in enumerate(cine):
+                out[i] = read_gray_array(np.asarray(frame), path)
+                done = i + 1
+        if done != n:
+            raise InputError(f"decoded {done} of {n} frames: truncated or corrupt", path)
+        return {}
 
 
 class FrameCache:

@@ -281,7 +281,9 @@ class FrameDataset(torch.utils.data.Dataset):
         from sonokit.clinical import rasterize_tracing
 
         image, lines = self.sample(index)
-        x = torch.from_numpy(np.array(image.transpose(2, 0, 1))).float().div_(255.0)  # a copy: the cache is read-only
+        x = (
+            torch.from_numpy(np.array(image.transpose(2, 0, 1))).float().div_(255.0)
+        )  # a copy: the cache is read-only
         has = lines is not None
         if self.target == "mask":
             mask = (

@@ -28,12 +28,13 @@ def identity_transform(size: int) -> CropTransform:
 
 
 def prepare_frames(
-    frames: np.ndarray, size: int, geometry: bool = False
+    frames: np.ndarray, size: int, geometry: bool = False, sector: SectorGeometry | None = None
 ) -> tuple[np.ndarray, CropTransform] | tuple[np.ndarray, CropTransform, SectorGeometry | None]:
     """(F, H, W[, 3]) uint8 -> (F, size, size[, 3]) uint8 and the transform from original to model pixels.
 
     With `geometry`, also the detected sector (None when the frames were used as they are), e.g. to blank burned-in
-    text outside the fan when the original frames are shown again.
+    text outside the fan when the original frames are shown again. `sector`: one already detected on these frames
+    (several model sizes, one detection).
     """
     if frames.ndim not in (3, 4) or len(frames) == 0:
         raise InputError(f"expected a cine (F, H, W[, 3]), got an array of shape {frames.shape}")
@@ -41,7 +42,7 @@ def prepare_frames(
         return (frames, identity_transform(size), None) if geometry else (frames, identity_transform(size))
     from sonokit.preprocess import preprocess_cine
 
-    out, sector, transform = preprocess_cine(frames, size)
+    out, sector, transform = preprocess_cine(frames, size, sector)
     return (out, transform, sector) if geometry else (out, transform)
 
 

@@ -179,18 +179,23 @@ def _nanmean(values: list[float]) -> float:
     return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
 
 
-def predict_study(
-    path: str | Path,
-    models: list[EchoModel],
-    thresholds: str = "default",
-    overlay: str | Path | None = None,
-    batch_size: int = 16,
-) -> dict[str, Any]:
-    """Every measurement of one cine as one CSV row (see the module docstring); raises InputError if unreadable."""
-    from sonokit.clinical import get_thresholds
-    from sonokit.io import open_cine
+@dataclass
+class LoadedStudy:
+    """A cine decoded once and brought to every model size it is needed at (one sector detection per cine)."""
 
-    preset = get_thresholds(thresholds)
+    path: Path
+    n_frames: int
+    fps: float | None
+    spacing: tuple[float, float] | None
+    prepared: dict[int, PreparedCine]
+    original: np.ndarray | None  # the decoded frames, kept only for an overlay
+
+
+def load_study(path: str | Path, sizes: set[int] | list[int], keep_original: bool = False) -> LoadedStudy:
+    """Decode `path` and prepare it at each size; InputError naming the file when it is not a usable cine."""
+    from sonokit.io import open_cine
+    from sonokit.preprocess import detect_sector
+
     path = Path(path)
     with open_cine(path) as c:
         if c.n_frames < 3:
@@ -198,23 +203,47 @@ def predict_study(
         original = c.read()
         fps, spacing = c.fps, c.spacing_mm
     prepared: dict[int, PreparedCine] = {}
+    sector = None
+    try:
+        for size in sorted(set(sizes)):
+            if original.shape[1:3] != (size, size) and sector is None:
+                sector = detect_sector(original)
+            out, transform, geo = prepare_frames(original, size, geometry=True, sector=sector)
+            prepared[size] = PreparedCine(
+                path, compact(out), fps, spacing, transform, original.shape[1:3], geo
+            )
+    except InputError as err:
+        raise InputError(str(err).split(": ", 1)[-1] if err.path else str(err), path) from err
+    return LoadedStudy(path, len(original), fps, spacing, prepared, original if keep_original else None)
+
+
+def predict_study(
+    path: str | Path,
+    models: list[EchoModel],
+    thresholds: str = "default",
+    overlay: str | Path | None = None,
+    batch_size: int = 16,
+    study: LoadedStudy | None = None,
+) -> dict[str, Any]:
+    """Every measurement of one cine as one CSV row (see the module docstring); raises InputError if unreadable.
+
+    `study`: the cine already loaded (by `load_study`, e.g. in a prefetching thread); else it is loaded here.
+    """
+    from sonokit.clinical import get_thresholds
+
+    preset = get_thresholds(thresholds)
+    if study is None:
+        study = load_study(path, {m.run.cfg.size for m in models}, keep_original=overlay is not None)
+    path, fps, spacing = study.path, study.fps, study.spacing
 
     def at(size: int) -> PreparedCine:
-        if size not in prepared:
-            try:
-                out, transform, sector = prepare_frames(original, size, geometry=True)
-            except InputError as err:
-                raise InputError(str(err).split(": ", 1)[-1] if err.path else str(err), path) from err
-            prepared[size] = PreparedCine(
-                path, compact(out), fps, spacing, transform, original.shape[1:3], sector
-            )
-        return prepared[size]
+        return study.prepared[size]
 
     def cls(ef: float) -> str:
         return preset.classify(ef) if math.isfinite(ef) else ""
 
     row: dict[str, Any] = {
-        "path": str(path), "n_frames": len(original), "fps": round(fps, 3) if fps else math.nan,
+        "path": str(path), "n_frames": study.n_frames, "fps": round(fps, 3) if fps else math.nan,
         "spacing_mm": f"{spacing[0]:.5f}x{spacing[1]:.5f}" if spacing else "",
         "volume_unit": "mL" if spacing else "px^3",
     }  # fmt: skip
@@ -260,7 +289,10 @@ def predict_study(
             row[name] = per_model[f"{name}_{k}"]
     row.update(per_model)
     if overlay is not None:
-        row["overlay"] = str(_write_overlay(Path(overlay), original, fps, first_lv, at, efs, prepared))
+        if study.original is None:
+            study = load_study(path, list(study.prepared), keep_original=True)
+        overlay_path = _write_overlay(Path(overlay), study.original, fps, first_lv, at, efs, study.prepared)
+        row["overlay"] = str(overlay_path)
     return row
 
 
@@ -298,14 +330,50 @@ def _write_overlay(path: Path, original, fps, first_lv, at, efs: dict[str, float
 _READ_ERRORS = (SonokitError, OSError, ValueError)
 
 
+def _load_ahead(paths: list[Path], sizes: set[int], keep_original: bool, workers: int):
+    """Yield (path, LoadedStudy or the error) in order; with workers > 0, threads decode the next studies while
+    the caller runs the models (OpenCV and NumPy release the GIL while they decode and resize)."""
+
+    def load(f: Path) -> LoadedStudy | Exception:
+        try:
+            return load_study(f, sizes, keep_original)
+        except _READ_ERRORS as err:
+            return err
+
+    if workers <= 0:
+        for f in paths:
+            yield f, load(f)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ef-decode") as pool:
+        queue: deque = deque()
+        todo = iter(paths)
+        for f in todo:
+            queue.append((f, pool.submit(load, f)))
+            if len(queue) > workers:
+                break
+        while queue:
+            f, future = queue.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(load, nxt)))
+            yield f, future.result()
+
+
 def predict_studies(
     inputs: list[str | Path],
     models: list[EchoModel],
     thresholds: str = "default",
     overlay_dir: str | Path | None = None,
     batch_size: int = 16,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """One row per input cine (folders expanded); unreadable files get a row with `error` and a message."""
+    """One row per input cine (folders expanded); unreadable files get a row with `error` and a message.
+
+    `workers` threads decode and prepare the next cines while the models run (0: one after the other).
+    """
     from sonokit.io import find_inputs
     from sonokit.utils import progress
 
@@ -324,12 +392,14 @@ def predict_studies(
             if f not in seen:
                 seen.add(f)
                 todo.append(f)
+    files = [t for t in todo if isinstance(t, Path)]
+    loaded = _load_ahead(files, {m.run.cfg.size for m in models}, overlay_dir is not None, workers)
     for item in progress(todo, desc="ef predict", total=len(todo), unit="study"):
         if isinstance(item, InputError):
             errors.append(str(item))
             rows.append({"path": str(item.path or ""), "error": str(item).split(": ", 1)[-1]})
             continue
-        f = item
+        f, study = next(loaded)
         overlay = None
         if overlay_dir is not None:
             stem = f.stem
@@ -338,7 +408,9 @@ def predict_studies(
             used.add(stem)
             overlay = Path(overlay_dir) / f"{stem}.webm"
         try:
-            rows.append({**predict_study(f, models, thresholds, overlay, batch_size), "error": ""})
+            if isinstance(study, Exception):
+                raise study
+            rows.append({**predict_study(f, models, thresholds, overlay, batch_size, study), "error": ""})
         except _READ_ERRORS as err:
             message = str(err) if isinstance(err, InputError) and err.path else f"{f}: {err}"
             errors.append(message.splitlines()[0])
@@ -354,6 +426,7 @@ def predict_to_csv(
     overlay_dir: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 16,
+    workers: int = 1,
 ) -> tuple[Path | None, pd.DataFrame, list[str]]:
     """Load the runs, measure every input, write the CSV atomically (error rows included)."""
     from sonokit.clinical import get_thresholds
@@ -361,7 +434,7 @@ def predict_to_csv(
 
     get_thresholds(thresholds)  # an unknown preset fails before any model is loaded
     models = load_echo_models(run_dirs, device)
-    table, errors = predict_studies(inputs, models, thresholds, overlay_dir, batch_size)
+    table, errors = predict_studies(inputs, models, thresholds, overlay_dir, batch_size, workers)
     if table.empty:
         return None, table, errors
     return write_csv(table, out), table, errors

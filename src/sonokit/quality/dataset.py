@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from sonokit.augment.corruption import get_corruption, ssim
+from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
 from sonokit.utils import get_logger, progress
 
@@ -39,26 +40,8 @@ DEFAULT_RANGES: dict[str, tuple[float, float]] = {
     "blur": (4.0, 10.0),
     "noise": (0.18, 0.5),
 }
-
-
-def read_gray(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 (H, W): colour is converted to grey, 16-bit scaled to 8-bit."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("image not found" if not path.exists() else "not a file", path)
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise InputError("cannot decode image (not a PNG/JPEG/BMP/TIFF OpenCV can read)", path)
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code)
-    if image.dtype == np.uint16:
-        image = (image / 257.0).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise InputError(f"unsupported pixel type {image.dtype}", path)
-    if min(image.shape) < 16:
-        raise InputError(f"image too small ({image.shape[1]}x{image.shape[0]})", path)
-    return image
+#: Smallest side of an image the corruptions and SSIM windows work on.
+MIN_SIDE = 16
 
 
 _SUBJECT = re.compile(r"^(\d+)_")
@@ -175,7 +158,7 @@ def render_plan(
     ss = np.empty(len(plan), dtype=np.float32)
     order = plan.reset_index(drop=True)
     for path, part in progress(order.groupby("path", sort=False), desc=desc, total=order["path"].nunique()):
-        image = read_gray(path)
+        image = read_gray(path, min_side=MIN_SIDE)
         for i, rec in part.iterrows():
             out, value = render_item(image, rec["corruption"], rec["intensity"], rec["seed"])
             xs[i] = model_input(out, size, highpass)

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
-from sonokit.quality.dataset import QUALITY_CLASSES, read_gray
+from sonokit.quality.dataset import MIN_SIDE, QUALITY_CLASSES
 from sonokit.utils import get_logger, progress, write_csv
 
 log = get_logger(__name__)
@@ -87,7 +88,7 @@ def run_gate(
 
     probs_parts, ssim_parts = [], []
     for start in progress(range(0, len(files), batch_size), desc="gate", total=-(-len(files) // batch_size)):
-        batch = [read_gray(f) for f in files[start : start + batch_size]]
+        batch = [read_gray(f, min_side=MIN_SIDE) for f in files[start : start + batch_size]]
         p, s = predict_fn(batch)
         probs_parts.append(np.asarray(p, dtype=float))
         ssim_parts.append(np.asarray(s, dtype=float))

@@ -120,6 +120,11 @@ class Task:
         """Fail before training on a file that cannot be read (default: verify every still image)."""
         verify_images(items["path"].astype(str).unique())
 
+    def epoch_groups(self, train_items: pd.DataFrame) -> tuple[list[np.ndarray], int] | None:
+        """Training rows drawn afresh each epoch: (groups of item rows, rows drawn per group per epoch), or None
+        to train on every row every epoch (the default)."""
+        return None
+
     def sample_weights(self, df: pd.DataFrame) -> np.ndarray | None:
         """Per-item weights for balanced sampling (None: the task does not support it)."""
         return None

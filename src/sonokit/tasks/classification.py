@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 from torch import nn
 
 from sonokit.errors import InputError
@@ -33,6 +34,9 @@ class ClassificationOptions(TaskOptions):
     video_rule: Literal["mean", "max"] = "mean"
     frame_every: int = 1  # training/evaluation: use every n-th frame of a video
     max_frames: int | None = None  # ... and at most this many per video (evenly spread)
+    # training only: every epoch draws this many of each video's frames afresh (from every frame_every-th frame,
+    # max_frames not applied), so the run sees many more distinct frames than a fixed subset at the same cost
+    train_frames_per_epoch: int | None = Field(None, ge=1)
     predict_every: int = 1  # prediction on new videos: every n-th frame gets a row
     gradcam_samples: int = 0  # Grad-CAM overlays of this many test images in plots/
 
@@ -82,7 +86,18 @@ class ClassificationTask(Task):
     def expand(self, df: pd.DataFrame) -> pd.DataFrame:
         from sonokit.data import expand_video_frames
 
-        return expand_video_frames(df, every=self.opts.frame_every, max_frames=self.opts.max_frames)
+        o = self.opts
+        training = o.train_frames_per_epoch and "split" in df.columns and (df["split"] == "train").all()
+        return expand_video_frames(df, every=o.frame_every, max_frames=None if training else o.max_frames)
+
+    def epoch_groups(self, train_items: pd.DataFrame) -> tuple[list[np.ndarray], int] | None:
+        """With train_frames_per_epoch: one group of rows per video (a still image is a group of one)."""
+        if not self.opts.train_frames_per_epoch:
+            return None
+        codes = pd.factorize(train_items["path"].astype(str))[0]
+        order = np.argsort(codes, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+        return groups, int(self.opts.train_frames_per_epoch)
 
     def build_dataset(self, df: pd.DataFrame, train: bool) -> ItemDataset:
         from sonokit.data import ImageDataset
@@ -470,5 +485,11 @@ class LUSTask(ClassificationTask):
         "batch_size": 32,
         "lr": 0.005,
         "augment": {"hflip": True},
-        "options": {"classes": ["0", "1", "2", "3"], "video_rule": "max", "frame_every": 2, "max_frames": 16},
+        "options": {
+            "classes": ["0", "1", "2", "3"],
+            "video_rule": "max",
+            "frame_every": 2,
+            "max_frames": 16,
+            "train_frames_per_epoch": 8,
+        },
     }

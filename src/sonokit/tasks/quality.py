@@ -21,18 +21,19 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
 from sonokit.evaluate.metrics import accuracy, classification_metrics, macro_f1, regression_metrics
 from sonokit.quality.dataset import (
     CLASS_CORRUPTION,
     DEFAULT_RANGES,
+    MIN_SIDE,
     QUALITY_CLASSES,
     CorruptionDataset,
     input_channels,
     model_input,
     plan_corruptions,
     read_clean_images,
-    read_gray,
 )
 from sonokit.tasks import register_task
 from sonokit.tasks.base import Task, TaskOptions, normalise_batch
@@ -382,7 +383,7 @@ class QualityTask(Task):
         rows, errors = [], []
         for f in files:
             try:
-                read_gray(f)
+                read_gray(f, min_side=MIN_SIDE)
                 rows.append({"path": str(f)})
             except InputError as err:
                 errors.append((f, str(err)))

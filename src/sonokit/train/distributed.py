@@ -74,21 +74,48 @@ class ShardSampler(torch.utils.data.Sampler[int]):
     gets the same count, as DistributedSampler does.
     """
 
-    def __init__(self, n: int, seed: int = 0, world_size: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        world_size: int = 1,
+        rank: int = 0,
+        groups: list[np.ndarray] | None = None,
+        per_group: int | None = None,
+    ) -> None:
+        """`groups`/`per_group`: each epoch uses only `per_group` rows of each group (e.g. frames of a video), drawn
+        afresh from the epoch's seed; the same on every process."""
         self.n, self.seed, self.world_size, self.rank, self.epoch = n, seed, world_size, rank, 0
+        self.groups = groups
+        self.per_group = int(per_group) if per_group else None
+        if groups is not None and not self.per_group:
+            raise ValueError("groups need per_group >= 1")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _epoch_size(self) -> int:
+        if self.groups is None:
+            return self.n
+        return sum(min(self.per_group, len(g)) for g in self.groups)  # type: ignore[type-var]
+
     def __len__(self) -> int:
-        return -(-self.n // self.world_size)
+        return -(-self._epoch_size() // self.world_size)
 
     def __iter__(self):
+        state = np.random.SeedSequence([abs(self.seed), self.epoch, 7]).generate_state(2)
         g = torch.Generator()
-        g.manual_seed(int(np.random.SeedSequence([abs(self.seed), self.epoch, 7]).generate_state(1)[0]))
-        order = torch.randperm(self.n, generator=g).tolist()
+        g.manual_seed(int(state[0]))
+        if self.groups is None:
+            rows = np.arange(self.n)
+        else:
+            rng = np.random.default_rng(int(state[1]))
+            rows = np.concatenate(
+                [rng.choice(grp, min(self.per_group, len(grp)), replace=False) for grp in self.groups]
+            )
+        order = rows[torch.randperm(len(rows), generator=g).numpy()].tolist()
         total = len(self) * self.world_size
-        order += (order * (total // max(self.n, 1) + 1))[: total - self.n]
+        order += (order * (total // max(len(rows), 1) + 1))[: total - len(rows)]
         return iter(order[self.rank : total : self.world_size])
 
 

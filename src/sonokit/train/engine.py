@@ -323,7 +323,14 @@ class Trainer:
         cfg = self.cfg
         # one seeded permutation split across processes: N processes with --batch-size B/N see the batches
         # one process sees with --batch-size B (D.ShardSampler)
-        sampler = D.ShardSampler(len(self.train_ds), cfg.seed, self.dist.world_size, self.dist.rank)
+        groups = self.task.epoch_groups(self.items["train"])
+        sampler = D.ShardSampler(
+            len(self.train_ds), cfg.seed, self.dist.world_size, self.dist.rank, *(groups or (None, None))
+        )
+        if cfg.balance == "sampler" and groups is not None:
+            raise InputError(
+                "balance=sampler cannot be combined with drawing frames per epoch (train_frames_per_epoch)"
+            )
         if cfg.balance == "sampler" and not self.dist.enabled:
             weights = self.task.sample_weights(self.items["train"])
             if weights is None:
@@ -334,7 +341,7 @@ class Trainer:
                 replacement=True,
                 generator=self.generator,
             )
-        drop_last = len(self.train_ds) > cfg.batch_size * self.dist.world_size  # no size-1 BatchNorm batch
+        drop_last = len(sampler) > cfg.batch_size  # per process; no size-1 BatchNorm batch
         return make_loader(
             self.train_ds,
             self.task,

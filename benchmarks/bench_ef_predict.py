@@ -1,0 +1,99 @@
+"""`sonokit ef predict` over a folder of 200+ EchoNet-style AVIs in one call: seconds per video, end to end.
+
+End to end = what the command does: find the files, decode each AVI, prepare it at the model size, run the
+models, build the CSV rows. Compared in one run, on the same files and the same models:
+    sequential          decode, then model, one study after the other (the path before prefetching)
+    prefetch N          N threads decode and prepare the next studies while the models run (--workers N)
+and the EF values of the two must agree (max |difference| printed). Videos: simulated apical four-chamber
+cines at 112x112 (EchoNet's size, so no sector crop, as on EchoNet-Dynamic), 100-200 frames at 50 fps, MJPG AVI;
+--unique of them are rendered and copied to --n files (decode cost does not depend on the picture). Models are
+randomly initialised (time does not depend on weights) unless --run gives trained runs.
+
+    python benchmarks/bench_ef_predict.py                           # two-stream (ef defaults), 220 videos
+    python benchmarks/bench_ef_predict.py --roles ef,lv-seg --n 100  # video model + segmentation
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_ef import fresh_model, trained_model
+from sonokit.echo.predict import predict_studies
+from sonokit.io import write_video
+
+
+def make_videos(folder: Path, n: int, unique: int) -> list[Path]:
+    from sonokit.synth.echo import render_echo, sample_echo_case
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = []
+    rng = np.random.default_rng(0)
+    for i in range(unique):
+        path = folder / f"src_{i:03d}.avi"
+        if not path.exists():
+            case = dataclasses.replace(sample_echo_case(seed=0, index=i), n_frames=int(rng.integers(100, 201)))
+            write_video(path, render_echo(case, 112).frames, fps=50.0)
+        sources.append(path)
+    files = []
+    for k in range(n):
+        path = folder / f"study_{k:04d}.avi"
+        if not path.exists():
+            shutil.copyfile(sources[k % unique], path)
+        files.append(path)
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=220)
+    parser.add_argument("--unique", type=int, default=20)
+    parser.add_argument("--roles", default="ef", help="comma list of ef, lv-seg, lv-trace (untrained models)")
+    parser.add_argument("--run", action="append", default=[], help="trained run folders instead of --roles")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--data-dir", type=Path, default=Path("bench_data/ef_predict"))
+    args = parser.parse_args()
+    files = make_videos(args.data_dir, args.n, args.unique)
+    models = [trained_model(r) for r in args.run] or [fresh_model(r, get_default(r)) for r in args.roles.split(",")]
+    predict_studies(files[:3], models, workers=0)  # warm-up: allocator, first-call overheads
+
+    results = []
+    for workers in [0, *args.workers]:
+        start = time.perf_counter()
+        table, errors = predict_studies([str(args.data_dir)], models, workers=workers)
+        seconds = time.perf_counter() - start
+        assert not errors, errors[:3]
+        results.append((workers, seconds, table.set_index("path")["ef"]))
+
+    names = ", ".join(f"{m.run.cfg.model} ({m.role})" for m in models)
+    print(
+        f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}; models: {names}\n"
+    )
+    print("| variant | videos | seconds | s/video | speed-up | max abs EF difference vs sequential |")
+    print("|---|---|---|---|---|---|")
+    base_s, base_ef = results[0][1], results[0][2]
+    for workers, seconds, ef in results:
+        label = "sequential" if workers == 0 else f"prefetch {workers}"
+        diff = float(np.nanmax(np.abs(ef.loc[base_ef.index].to_numpy() - base_ef.to_numpy())))
+        print(
+            f"| {label} | {len(ef)} | {seconds:.1f} | {seconds / len(ef):.3f} | {base_s / seconds:.2f}x | {diff:.2g} |"
+        )
+
+
+def get_default(role: str) -> str:
+    from sonokit.tasks import get_task
+
+    return get_task(role).defaults["model"]
+
+
+if __name__ == "__main__":
+    main()
