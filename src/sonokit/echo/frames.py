@@ -89,24 +89,50 @@ class PreparedCine:
         return (float(self.spacing_mm[0]) * k, float(self.spacing_mm[1]) * k)
 
 
+@dataclass
+class LoadedStudy:
+    """A cine decoded once and brought to every model size it is needed at (one sector detection per cine)."""
+
+    path: Path
+    n_frames: int
+    fps: float | None
+    spacing: tuple[float, float] | None
+    prepared: dict[int, PreparedCine]
+    original: np.ndarray | None  # the decoded frames, kept only for an overlay
+
+
+def load_study(path: str | Path, sizes: set[int] | list[int], keep_original: bool = False) -> LoadedStudy:
+    """Decode `path` and prepare it at each size; InputError naming the file when it is not a usable cine."""
+    from sonokit.io import open_cine
+    from sonokit.preprocess import detect_sector
+
+    path = Path(path)
+    with open_cine(path) as c:
+        if c.n_frames < 3:
+            raise InputError(f"{c.n_frames} frame(s): an LV or EF measurement needs a cine", path)
+        original = c.read()
+        fps, spacing = c.fps, c.spacing_mm
+    prepared: dict[int, PreparedCine] = {}
+    sector = None
+    try:
+        for size in sorted(set(sizes)):
+            if original.shape[1:3] != (size, size) and sector is None:
+                sector = detect_sector(original)
+            out, transform, geo = prepare_frames(original, size, geometry=True, sector=sector)
+            prepared[size] = PreparedCine(
+                path, compact(out), fps, spacing, transform, original.shape[1:3], geo
+            )
+    except InputError as err:
+        raise InputError(str(err).split(": ", 1)[-1] if err.path else str(err), path) from err
+    return LoadedStudy(path, len(original), fps, spacing, prepared, original if keep_original else None)
+
+
 def read_prepared(
     path: str | Path, size: int, keep_original: bool = False
 ) -> tuple[PreparedCine, np.ndarray | None]:
     """Decode a cine and bring it to model size; also return the original frames when asked (for overlays)."""
-    from sonokit.io import open_cine
-
-    path = Path(path)
-    with open_cine(path) as cine:
-        if cine.n_frames < 3:
-            raise InputError(f"{cine.n_frames} frame(s): an LV measurement needs a cine", path)
-        frames = cine.read()
-        fps, spacing = cine.fps, cine.spacing_mm
-    try:
-        out, transform = prepare_frames(frames, size)
-    except InputError as err:
-        raise InputError(str(err), path) from err
-    prepared = PreparedCine(path, compact(out), fps, spacing, transform, tuple(frames.shape[1:3]))
-    return prepared, (frames if keep_original else None)
+    study = load_study(path, [size], keep_original)
+    return study.prepared[size], study.original
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from sonokit.echo.beats import Beat, find_beats
-from sonokit.echo.frames import PreparedCine, compact, prepare_frames, to_channels
+from sonokit.echo.frames import LoadedStudy, PreparedCine, load_study, to_channels
 from sonokit.errors import InputError, SonokitError
 from sonokit.tasks.base import normalise_batch
 from sonokit.utils import get_logger
@@ -177,44 +177,6 @@ def _fmt_list(values, fmt: str = "{}") -> str:
 def _nanmean(values: list[float]) -> float:
     v = np.asarray(values, dtype=float)
     return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
-
-
-@dataclass
-class LoadedStudy:
-    """A cine decoded once and brought to every model size it is needed at (one sector detection per cine)."""
-
-    path: Path
-    n_frames: int
-    fps: float | None
-    spacing: tuple[float, float] | None
-    prepared: dict[int, PreparedCine]
-    original: np.ndarray | None  # the decoded frames, kept only for an overlay
-
-
-def load_study(path: str | Path, sizes: set[int] | list[int], keep_original: bool = False) -> LoadedStudy:
-    """Decode `path` and prepare it at each size; InputError naming the file when it is not a usable cine."""
-    from sonokit.io import open_cine
-    from sonokit.preprocess import detect_sector
-
-    path = Path(path)
-    with open_cine(path) as c:
-        if c.n_frames < 3:
-            raise InputError(f"{c.n_frames} frame(s): EF needs a cine of several frames", path)
-        original = c.read()
-        fps, spacing = c.fps, c.spacing_mm
-    prepared: dict[int, PreparedCine] = {}
-    sector = None
-    try:
-        for size in sorted(set(sizes)):
-            if original.shape[1:3] != (size, size) and sector is None:
-                sector = detect_sector(original)
-            out, transform, geo = prepare_frames(original, size, geometry=True, sector=sector)
-            prepared[size] = PreparedCine(
-                path, compact(out), fps, spacing, transform, original.shape[1:3], geo
-            )
-    except InputError as err:
-        raise InputError(str(err).split(": ", 1)[-1] if err.path else str(err), path) from err
-    return LoadedStudy(path, len(original), fps, spacing, prepared, original if keep_original else None)
 
 
 def predict_study(
