@@ -25,6 +25,7 @@ import numpy as np
 
 from sonokit.errors import InputError
 from sonokit.io.cine import Cine
+from sonokit.io.limits import check_frame_size
 from sonokit.io.dicom_meta import frame_rate, spacing_mm, summary
 from sonokit.utils.logs import get_logger
 
@@ -111,7 +112,8 @@ def preferred_plugin(uid: Any) -> str:
 
 
 def _window(ds: Any) -> tuple[float, float, str] | None:
-    from sonokit.io.dicom_meta import _first, _float
+    from sonokit.io.limits import check_frame_size
+from sonokit.io.dicom_meta import _first, _float
 
     centre, width = _float(_first(ds.get("WindowCenter", None))), _float(_first(ds.get("WindowWidth", None)))
     if centre is None or width is None or width <= 0:
@@ -317,6 +319,11 @@ def open_dicom(path: str | Path) -> Cine:
         )
     uid = _check_decoder(ds, path)
     n_frames = number_of_frames(ds, path)
+    try:
+        rows, cols, samples = int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"invalid Rows/Columns ({short_reason(err)})", path) from None
+    check_frame_size(path, rows, cols, frames=n_frames, channels=samples)
     source = DicomSource(path, ds, uid, n_frames)
     try:
         first = source.get(0)

@@ -20,7 +20,9 @@ import numpy as np
 
 from sonokit.errors import InputError
 from sonokit.io.cine import Cine
+from sonokit.io.limits import check_frame_size
 from sonokit.utils.logs import get_logger
+from sonokit.utils.paths import opencv_path
 
 log = get_logger(__name__)
 
@@ -38,7 +40,8 @@ class VideoSource:
 
         self.path = path
         self.n_frames = n_frames
-        self._cap: Any = cv2.VideoCapture(str(path))
+        with opencv_path(path) as name:  # OpenCV crashes on names that are not UTF-8
+            self._cap: Any = cv2.VideoCapture(name)
         self._pos = 0  # index of the frame the next read() returns
 
     def _capture(self) -> Any:
@@ -90,7 +93,8 @@ class VideoSource:
 def _count_frames(path: Path) -> int:
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
+    with opencv_path(path) as name:
+        cap = cv2.VideoCapture(name)
     count = 0
     try:
         while cap.grab():
@@ -121,6 +125,13 @@ def open_video(path: str | Path) -> Cine:
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         codec = _fourcc(cap)
+        check_frame_size(
+            path,
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            frames=max(reported, 1),
+            channels=3,
+        )
         source.n_frames = max(reported, 1)
         try:
             first = source.get(0)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sonokit.utils.paths import is_utf8, temp_stem
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
@@ -23,7 +25,11 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    # An ASCII temporary name: a 254-byte final name still fits, and OpenCV can take a name that is not UTF-8.
+    end = suffix or path.suffix
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{temp_stem(path.stem)}.", suffix=end if is_utf8(end) and len(end) <= 16 else "", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -54,7 +60,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def write_csv(df: Any, path: str | Path, **kwargs: Any) -> Path:
-    """Write a pandas DataFrame to CSV atomically."""
+    """Write a pandas DataFrame to CSV atomically.
+
+    File names that are not UTF-8 are written back as their original bytes (surrogateescape), so a path
+    column still names the file exactly; read such a CSV with encoding_errors="surrogateescape".
+    """
+    kwargs.setdefault("errors", "surrogateescape")
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, **kwargs)
     return Path(path)
