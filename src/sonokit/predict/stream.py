@@ -27,7 +27,7 @@ import torch
 
 from sonokit.errors import InputError, SonokitError
 from sonokit.predict.runner import LoadedRun, public_columns
-from sonokit.utils import get_logger, progress
+from sonokit.utils import atomic_write_text, get_logger, progress
 
 if TYPE_CHECKING:
     from sonokit.predict.uncertainty import UncertaintyColumns
@@ -123,25 +123,43 @@ def _identity(x: Any) -> Any:
 
 
 def _worker_init(worker_id: int) -> None:
+    from sonokit.utils.procs import die_with_parent
+
     torch.set_num_threads(1)  # decoding workers must not compete with the model's threads
+    die_with_parent()  # a killed predict must not leave its workers (and their frames) behind
 
 
 # ---------------------------------------------------------------------------------------------- the CSV
 
 
+def committed_path(partial: Path) -> Path:
+    """Sidecar holding the byte length of `partial` up to the last complete, fsynced write."""
+    return partial.with_name(partial.name + ".committed")
+
+
 class CsvAppender:
-    """Append DataFrames to a CSV with one header; one write + flush + fsync per call."""
+    """Append DataFrames to a CSV with one header; one write + fsync per call, then the committed length.
+
+    A write that fails half-way (a full disk) or a kill during it leaves rows of a file that is not complete;
+    the committed length (`<partial>.committed`, replaced atomically after each fsync) says where the complete
+    writes end, and `--resume` cuts the file back there, so a file counts as done only when all its rows are.
+    Paths that are not UTF-8 are written as their original bytes (surrogateescape).
+    """
 
     def __init__(self, path: Path, fresh: bool) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if fresh or not path.exists():
-            path.write_text("", encoding="utf-8")
+            path.write_bytes(b"")
+            committed_path(path).unlink(missing_ok=True)
         self.columns: list[str] | None = None
         if path.stat().st_size:
-            self.columns = pd.read_csv(path, nrows=0).columns.tolist()
+            self.columns = pd.read_csv(
+                path, nrows=0, encoding_errors="surrogateescape"
+            ).columns.tolist()
         self._warned = False
-        self.fh = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
+        self.fh = open(path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
+        self.committed = path.stat().st_size
 
     def write(self, df: pd.DataFrame) -> None:
         if df.empty:
@@ -157,12 +175,47 @@ class CsvAppender:
                 )
                 self._warned = True
             df = df.reindex(columns=self.columns, fill_value="")
-        self.fh.write(df.to_csv(index=False, header=header, lineterminator="\n"))
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        data = df.to_csv(index=False, header=header, lineterminator="\n").encode("utf-8", "surrogateescape")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self.fh.write(view) :]
+            os.fsync(self.fh.fileno())
+        except OSError as err:
+            try:  # give the space back and leave only complete files; --resume cuts here too
+                os.ftruncate(self.fh.fileno(), self.committed)
+            except OSError:
+                pass
+            if header:
+                self.columns = None
+            raise InputError(
+                f"cannot write ({err.strerror or err}); rerun with --resume when there is space", self.path
+            ) from None
+        self.committed += len(data)
+        try:
+            atomic_write_text(committed_path(self.path), f"{self.committed}\n")
+        except OSError:
+            pass  # the previous committed length is still a safe (earlier) place to resume from
 
     def close(self) -> None:
         self.fh.close()
+
+
+def _cut_to_committed(path: Path) -> None:
+    """Drop rows after the last complete write (see CsvAppender); without a sidecar cut a torn last line."""
+    marker = committed_path(path)
+    size = path.stat().st_size
+    if marker.exists():
+        try:
+            committed = int(marker.read_text(encoding="ascii").strip())
+        except (ValueError, OSError):
+            committed = None
+        if committed is not None and committed < size:
+            log.warning("%s: dropping %d bytes after the last complete write", path, size - committed)
+            with open(path, "r+b") as fh:
+                fh.truncate(committed)
+            return
+    _repair_tail(path)
 
 
 def _repair_tail(path: Path) -> None:
@@ -181,11 +234,11 @@ def _previous_rows(out: Path, partial: Path, model_name: str) -> set[str]:
         partial.write_bytes(out.read_bytes())
     if not partial.exists():
         return set()
-    _repair_tail(partial)
+    _cut_to_committed(partial)
     if partial.stat().st_size == 0:
         return set()
     try:
-        prev = pd.read_csv(partial, dtype=str, keep_default_na=False)
+        prev = pd.read_csv(partial, dtype=str, keep_default_na=False, encoding_errors="surrogateescape")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(f"cannot resume: not a readable predictions CSV ({err})", partial) from err
     if "path" not in prev.columns:
@@ -404,7 +457,9 @@ def stream_predict(
     result.files_done, result.rows = stream.files_done, stream.rows
     if partial.stat().st_size == 0:
         partial.unlink()
+        committed_path(partial).unlink(missing_ok=True)
         return result
     os.replace(partial, out)
+    committed_path(partial).unlink(missing_ok=True)
     result.path = out
     return result

@@ -136,9 +136,12 @@ def _worker_init(worker_id: int) -> None:
     # torch seeds each worker from the loader's generator; numpy and random follow from it
     import random
 
+    from sonokit.utils.procs import die_with_parent
+
     s = torch.initial_seed() % 2**32
     np.random.seed(s)  # noqa: NPY002 (third-party code in workers draws from the legacy global RNG)
     random.seed(s)
+    die_with_parent()  # a killed training run must not leave its workers behind
 
 
 def make_loader(
