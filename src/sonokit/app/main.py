@@ -111,9 +111,15 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
     with st.sidebar:
         st.title("sonokit")
         st.warning("**Not for clinical use.** Research software; not a medical device.", icon="⚠️")
-        root = st.text_input(
-            "Runs folder", value=args.runs, help="Searched for run folders with a model_card.json"
+        asked = st.text_input(
+            "Runs folder",
+            value=args.runs,
+            help="Searched for run folders with a model_card.json; only inside the folder the app was started "
+            "with (`sonokit app --runs`)",
         )
+        root = runs_mod.confine(asked, args.runs)
+        if root != asked:
+            st.error("Only folders inside the app's runs folder can be searched; using it instead.")
         found = _discover(root)
         groups = runs_mod.by_system(found)
         st.caption(f"{len(found)} trained model(s) found under `{root}`")
@@ -168,8 +174,9 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
             "Aortic valve: detection score ≥", 0.0, 1.0, _detector_threshold(av_det), 0.05, key="opt_avthr",
             help="Below it a frame gets 'no valve found' (default: the detector run's own threshold)",
         )  # fmt: skip
-        hide_names = st.toggle("Hide file names", value=False, key="opt_hide",
-                               help="Show 'study 1, 2, ...' instead of the uploaded file names")  # fmt: skip
+        hide_names = st.toggle("Hide file names", value=True, key="opt_hide",
+                               help="Show 'study 1, 2, ...' instead of the uploaded file names (names often "
+                                    "hold patient names or IDs)")  # fmt: skip
         st.caption(DISCLAIMER)
     selection = Selection(
         ef=ef, lv=lv, classifiers=tuple(str(c.path) for c in chosen_cls), quality=quality,

@@ -112,15 +112,32 @@ def anonymize(
     uid_salt: str | None = typer.Option(
         None, "--uid-salt", help="Secret salt for UID replacement, to keep new UIDs stable across runs."
     ),
+    keep_names: bool = typer.Option(
+        False,
+        "--keep-names",
+        help="Keep the input file and folder names (they often hold patient names or IDs). Default: neutral "
+        "names study_NNN/image_NNNN.dcm and a mapping CSV.",
+    ),
+    mapping: Path | None = typer.Option(
+        None,
+        "--mapping",
+        help="Where to write the output -> original name mapping (default OUT_names.csv beside OUT; keep it "
+        "private, it holds the original names).",
+    ),
 ) -> None:
-    """De-identify DICOM files (PS3.15 basic profile; pixels outside the ultrasound sector set to 0)."""
+    """De-identify DICOM files (PS3.15 basic profile; pixels outside the ultrasound sector set to 0; neutral
+    output names)."""
     from sonokit.io.deid import anonymize_paths
 
-    result = anonymize_paths(sources, out, mask_pixels=not no_pixels, uid_salt=uid_salt)
+    result = anonymize_paths(
+        sources, out, mask_pixels=not no_pixels, uid_salt=uid_salt, keep_names=keep_names, mapping=mapping
+    )
     _report_errors(result.errors)
     typer.echo(
         f"anonymized {len(result.results)} of {len(result.results) + len(result.errors)} file(s) into {out}"
     )
+    if result.mapping is not None:
+        typer.echo(f"original names: {result.mapping} (keep it private; it is not in {out})")
     _fail_if(result.errors)
 
 

@@ -21,6 +21,7 @@ class BatchResult:
 
     results: list[tuple[Path, Any]] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    mapping: Path | None = None  # a file the user must keep (anonymize's original names), when there is one
 
     @property
     def ok(self) -> bool:
