@@ -117,8 +117,8 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
             help="Searched for run folders with a model_card.json; only inside the folder the app was started "
             "with (`sonokit app --runs`)",
         )
-        root = runs_mod.confine(asked, args.runs)
-        if root != asked:
+        root, allowed = runs_mod.confine(asked, args.runs)
+        if not allowed:
             st.error("Only folders inside the app's runs folder can be searched; using it instead.")
         found = _discover(root)
         groups = runs_mod.by_system(found)

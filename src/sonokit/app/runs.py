@@ -141,8 +141,9 @@ def by_system(runs: list[RunInfo]) -> dict[str, list[RunInfo]]:
     return out
 
 
-def confine(asked: str | Path, base: str | Path) -> str:
-    """`asked` when it lies inside `base` (the runs folder the app was started with), else `base`.
+def confine(asked: str | Path, base: str | Path) -> tuple[str, bool]:
+    """(`asked` resolved against `base`, True) when it lies inside `base` (the runs folder the app was started
+    with), else (`base`, False).
 
     The sidebar's folder box is open to every visitor of the page; it must not let them list or load models from
     anywhere on the server's disk.
@@ -152,7 +153,7 @@ def confine(asked: str | Path, base: str | Path) -> str:
         target = Path(asked).expanduser()
         target = (target if target.is_absolute() else base_path / target).resolve()
     except (OSError, RuntimeError, ValueError):
-        return str(base)
+        return str(base), False
     if target == base_path or base_path in target.parents:
-        return str(asked)
-    return str(base)
+        return str(target), True
+    return str(base), False
