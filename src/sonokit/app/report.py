@@ -98,7 +98,7 @@ def csv_safe(value: Any) -> Any:
 def predictions_csv(results: Sequence[StudyResult]) -> bytes:
     table = predictions_table(results)
     for col in table.columns:
-        if table[col].dtype == object:
+        if not pd.api.types.is_numeric_dtype(table[col]):
             table[col] = table[col].map(csv_safe)
     return table.to_csv(index=False).encode("utf-8", "backslashreplace")
 

@@ -80,18 +80,24 @@ def info(
 
 
 def convert(
-    sources: list[Path] = typer.Argument(..., help="DICOM cines or videos, or folders of them."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: Videos/<name>.avi and FileList.csv."),
+    sources: list[Path] = typer.Argument(..., help="DICOM cines, videos, stills, or folders of them."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output folder: Videos/<name>.avi, FileList.csv, stills as Images/<name>.png.",
+    ),
     size: int = typer.Option(112, "--size", min=16, help="Output width and height in pixels (square)."),
     fps: float | None = typer.Option(
         None, "--fps", min=1.0, help="Resample in time to this frame rate (default: keep the source rate)."
     ),
 ) -> None:
-    """Convert cines to an EchoNet-Dynamic style folder: sector-masked, cropped, square, 3-channel MJPG AVIs."""
+    """Convert cines to an EchoNet-Dynamic style folder: sector-masked, cropped, square, 3-channel MJPG AVIs;
+    single frames (stills of the study) become PNGs in Images/."""
     from sonokit.io.convert import convert_files
     from sonokit.io.formats import find_inputs
 
-    result = convert_files(find_inputs(sources, kinds=("dicom", "video")), out, size=size, fps=fps)
+    result = convert_files(find_inputs(sources), out, size=size, fps=fps)
     _report_errors(result.errors)
     typer.echo(
         f"converted {len(result.results)} of {len(result.results) + len(result.errors)} file(s) into {out}"

@@ -36,6 +36,12 @@ def resample_indices(n_frames: int, fps_in: float, fps_out: float) -> np.ndarray
     return np.minimum(np.rint(np.arange(n_out) * fps_in / fps_out).astype(int), n_frames - 1)
 
 
+def output_stem(src: Path) -> str:
+    """The output name: the input's stem, with bytes that are not UTF-8 written as `\\xNN` (FileList.csv and
+    the tools that read it need text)."""
+    return printable(src.stem)
+
+
 def convert_cine(
     src: str | Path, out_dir: str | Path, size: int = 112, fps: float | None = None
 ) -> dict[str, Any]:
@@ -53,7 +59,9 @@ def convert_cine(
             frames = cine.read()
         out_fps = float(fps or cine.fps or DEFAULT_FPS)
         if not cine.fps and cine.n_frames > 1:
-            log.warning("%s: frame rate unknown; writing at %.1f fps without resampling", printable(src.name), out_fps)
+            log.warning(
+                "%s: frame rate unknown; writing at %.1f fps without resampling", printable(src.name), out_fps
+            )
     try:
         out, _geometry, _transform = preprocess_cine(frames, size)
     except InputError as err:
@@ -65,12 +73,13 @@ def convert_cine(
         out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if out.ndim == 3:  # EchoNet videos have 3 channels even though echo is grayscale
         out = np.repeat(out[..., None], 3, axis=-1)
+    name = output_stem(src)
     if len(out) == 1:  # a still frame of a study (a measurement screen, a single image): a PNG, not a video
-        write_image(out_dir / "Images" / f"{src.stem}.png", out[0])
+        write_image(out_dir / "Images" / f"{name}.png", out[0])
     else:
-        write_video(out_dir / "Videos" / f"{src.stem}.avi", out, out_fps, codec="MJPG")
+        write_video(out_dir / "Videos" / f"{name}.avi", out, out_fps, codec="MJPG")
     return {
-        "FileName": src.stem,
+        "FileName": name,
         "FrameHeight": int(out.shape[1]),
         "FrameWidth": int(out.shape[2]),
         "FPS": round(out_fps, 3),
@@ -110,10 +119,12 @@ def convert_files(
     claimed: dict[str, Path] = {}
 
     def step(path: Path) -> dict[str, Any]:
-        other = claimed.get(path.stem)
+        other = claimed.get(output_stem(path))
         if other is not None:
-            raise InputError(f"output name {path.stem} is already used by {printable(other)}; rename one", path)
-        claimed[path.stem] = path
+            raise InputError(
+                f"output name {path.stem} is already used by {printable(other)}; rename one", path
+            )
+        claimed[output_stem(path)] = path
         return convert_cine(path, out_dir, size=size, fps=fps)
 
     result = BatchResult()

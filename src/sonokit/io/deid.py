@@ -214,7 +214,7 @@ class UidMapper:
         uid = str(uid).strip().rstrip("\x00")
         if not uid or is_standard_uid(uid):
             return uid
-        digest = hashlib.sha256(f"{self.salt}\x00{uid}".encode()).digest()[:16]
+        digest = hashlib.sha256(f"{self.salt}\x00{uid}".encode("utf-8", "surrogateescape")).digest()[:16]
         return f"2.25.{int.from_bytes(digest, 'big')}"
 
 
@@ -497,7 +497,10 @@ def plan_outputs(
             dst = out_dir / (src.relative_to(root) if root.is_dir() else src.name)
             if dst in taken:
                 errors.append(
-                    (src, f"{printable(src)}: output {printable(dst)} is already taken by {printable(taken[dst])}")
+                    (
+                        src,
+                        f"{printable(src)}: output {printable(dst)} is already taken by {printable(taken[dst])}",
+                    )
                 )
                 continue
             taken[dst] = src
@@ -533,8 +536,10 @@ def write_name_mapping(pairs: list[tuple[Path, Path]], out_dir: Path, mapping: P
     from sonokit.utils.atomic import write_csv
 
     if _inside(mapping, out_dir) or mapping.resolve() == out_dir.resolve():
-        raise InputError("the name mapping holds the original names; write it outside the output folder", mapping)
-    rows = [{"output": str(dst.relative_to(out_dir)), "source": str(src)} for src, dst in pairs]
+        raise InputError(
+            "the name mapping holds the original names; write it outside the output folder", mapping
+        )
+    rows = [{"output": str(dst.relative_to(out_dir)), "source": printable(src)} for src, dst in pairs]
     return write_csv(pd.DataFrame(rows, columns=["output", "source"]), mapping)
 
 

@@ -7,7 +7,6 @@ identifier can reach `Cine.meta`, `sonokit info` or a log line, whatever the sca
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 from sonokit.utils.logs import get_logger

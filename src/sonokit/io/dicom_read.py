@@ -26,8 +26,8 @@ import numpy as np
 
 from sonokit.errors import InputError
 from sonokit.io.cine import Cine
-from sonokit.io.limits import check_frame_size
 from sonokit.io.dicom_meta import frame_rate, spacing_mm, summary
+from sonokit.io.limits import check_frame_size
 from sonokit.utils.logs import get_logger
 
 log = get_logger(__name__)

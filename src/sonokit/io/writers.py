@@ -67,7 +67,9 @@ def _verify_video(tmp: Path, expected: int, path: Path) -> None:
         with open_video(tmp) as cine:
             n = cine.n_frames
     except InputError as err:
-        raise InputError(f"the written video cannot be read back, disk full? ({_reason(err)})", path) from None
+        raise InputError(
+            f"the written video cannot be read back, disk full? ({_reason(err)})", path
+        ) from None
     if n != expected:
         raise InputError(f"the written video has {n} of {expected} frames (disk full?)", path)
 

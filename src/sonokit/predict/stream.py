@@ -28,6 +28,7 @@ import torch
 from sonokit.errors import InputError, SonokitError
 from sonokit.predict.runner import LoadedRun, public_columns
 from sonokit.utils import atomic_write_text, get_logger, progress
+from sonokit.utils.paths import is_utf8, printable
 
 if TYPE_CHECKING:
     from sonokit.predict.uncertainty import UncertaintyColumns
@@ -154,9 +155,7 @@ class CsvAppender:
             committed_path(path).unlink(missing_ok=True)
         self.columns: list[str] | None = None
         if path.stat().st_size:
-            self.columns = pd.read_csv(
-                path, nrows=0, encoding_errors="surrogateescape"
-            ).columns.tolist()
+            self.columns = pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns.tolist()
         self._warned = False
         self.fh = open(path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
         self.committed = path.stat().st_size
@@ -251,7 +250,7 @@ def _previous_rows(out: Path, partial: Path, model_name: str) -> set[str]:
                 "choose another --out or delete the file",
                 partial,
             )
-    return {str(Path(p).resolve()) for p in prev["path"].unique()}
+    return {done_key(p) for p in prev["path"].unique()}
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -281,6 +280,43 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str], 
             errors.append(str(err))
     unique = list(dict.fromkeys(files))  # keep table order, drop repeats
     return unique, errors, tables
+
+
+# ---------------------------------------------------------------------------------------------- odd names
+
+
+class NameAliases:
+    """Files whose names are not UTF-8 are predicted through ASCII symlinks in a private temporary folder:
+    pandas' text columns (the tasks' item tables) cannot hold such names. The CSV gets the printable name
+    (`\\xNN` for each undecodable byte), which is also what --resume matches."""
+
+    def __init__(self) -> None:
+        self.display: dict[str, str] = {}  # alias path -> printable original path
+        self._dir: Path | None = None
+
+    def add(self, path: Path) -> Path:
+        if is_utf8(path):
+            return path
+        import tempfile
+
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="sonokit-names-"))
+        suffix = path.suffix if is_utf8(path.suffix) else ""
+        alias = self._dir / f"file{len(self.display):06d}{suffix}"
+        os.symlink(os.path.abspath(path), alias)
+        self.display[str(alias)] = printable(path)
+        return alias
+
+    def close(self) -> None:
+        if self._dir is not None:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def done_key(path: str | Path) -> str:
+    """How a file is matched against the rows of an earlier run (see NameAliases for odd names)."""
+    return str(Path(path if is_utf8(path) else printable(path)).resolve())
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -320,6 +356,7 @@ class _Stream:
         self.done_index = 0  # items with index < done_index are through the model
         self.files_done = 0
         self.rows = 0
+        self.display: dict[str, str] = {}  # alias path -> name to write (NameAliases)
 
     def add(self, prep: _Prepared) -> None:
         rows = prep.rows
@@ -380,6 +417,8 @@ class _Stream:
         preds["model"] = self.run.name
         order = {f.path: i for i, f in enumerate(files)}
         preds = preds.iloc[np.argsort(preds["path"].map(order).to_numpy(), kind="stable")]
+        if self.display:
+            preds["path"] = preds["path"].map(lambda p: self.display.get(str(p), p))
         preds = public_columns(preds)
         self.writer.write(preds)
         self.files_done += len(files)
@@ -425,7 +464,7 @@ def stream_predict(
                 "%s exists from an unfinished run; starting over (pass --resume to continue it)", partial
             )
         done = set()
-    todo = [f for f in files if str(Path(f).resolve()) not in done]
+    todo = [f for f in files if done_key(f) not in done]
     result = StreamResult(
         None, files_skipped=len(files) - len(todo), errors=errors, backend=backend_name(run)
     )
@@ -434,6 +473,9 @@ def stream_predict(
     writer = CsvAppender(partial, fresh=not resume)
     bs = batch_size or run.cfg.eval_batch_size or run.cfg.batch_size
     stream = _Stream(run, writer, bs, lookup, extra)
+    aliases = NameAliases()
+    todo = [aliases.add(Path(f)) for f in todo]
+    stream.display = aliases.display
     loader = torch.utils.data.DataLoader(
         FileItems(run.task, todo),
         batch_size=None,
@@ -446,12 +488,14 @@ def stream_predict(
     try:
         for prep in progress(loader, desc="predict", total=len(todo), unit="file"):
             if prep.error is not None:
-                errors.append(prep.error)
+                shown = aliases.display.get(prep.path)
+                errors.append(prep.error.replace(prep.path, shown) if shown else prep.error)
                 continue
             stream.add(prep)
         stream.finish()
     finally:
         writer.close()
+        aliases.close()
         if extra is not None:
             extra.close()
     result.files_done, result.rows = stream.files_done, stream.rows

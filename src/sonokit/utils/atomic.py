@@ -28,7 +28,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     # An ASCII temporary name: a 254-byte final name still fits, and OpenCV can take a name that is not UTF-8.
     end = suffix or path.suffix
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{temp_stem(path.stem)}.", suffix=end if is_utf8(end) and len(end) <= 16 else "", dir=path.parent
+        prefix=f".{temp_stem(path.stem)}.",
+        suffix=end if is_utf8(end) and len(end) <= 16 else "",
+        dir=path.parent,
     )
     os.close(fd)
     tmp_path = Path(tmp)
