@@ -43,6 +43,9 @@ class VideoSource:
         with opencv_path(path) as name:  # OpenCV crashes on names that are not UTF-8
             self._cap: Any = cv2.VideoCapture(name)
         self._pos = 0  # index of the frame the next read() returns
+        # Frame 0 as decoded: open_video decodes it first, and reading from the start again would need a seek
+        # back, which fails in a 1-frame AVI (FFmpeg); it also saves that seek on every full read.
+        self._first: np.ndarray | None = None
 
     def _capture(self) -> Any:
         if self._cap is None:
@@ -53,6 +56,8 @@ class VideoSource:
         import cv2
 
         cap = self._capture()
+        if index == 0 and self._first is not None:
+            return self._first.copy()
         if index != self._pos:
             if self._pos < index <= self._pos + _MAX_GRAB_GAP:
                 while self._pos < index:
@@ -67,7 +72,10 @@ class VideoSource:
             self._pos = -1  # unknown; the next access seeks
             raise self._fail(index)
         self._pos = index + 1
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
+        if index == 0:
+            self._first = frame.copy()
+        return frame
 
     def _fail(self, index: int) -> InputError:
         return InputError(
