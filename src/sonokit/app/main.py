@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -368,10 +369,12 @@ def show_result(r: StudyResult, i: int) -> None:
             )  # fmt: skip
 
 
-def _cached_result(key: tuple, name: str, data: bytes, models, options: Options) -> StudyResult:
+def _cached_result(
+    key: tuple, name: str, data: bytes, models, options: Options, checkpoint: Callable[[str], None]
+) -> StudyResult:
     cache: dict = st.session_state.setdefault("results", {})
     if key not in cache:
-        cache[key] = analyse_upload(name, data, models, options)
+        cache[key] = analyse_upload(name, data, models, options, checkpoint)
         while len(cache) > MAX_CACHED:
             cache.pop(next(iter(cache)))
     return cache[key]
@@ -401,8 +404,15 @@ def main() -> None:
         data = up.getvalue()
         name = f"study {i + 1}{Path(up.name).suffix.lower()}" if hide_names else up.name
         key = (hashlib.sha256(data).hexdigest(), name, selection, options)
-        progress.progress(i / len(uploads), text=f"analysing {name} ({i + 1} of {len(uploads)}) ...")
-        results.append(_cached_result(key, name, data, models, options))
+
+        def step(stage: str, i: int = i, name: str = name) -> None:
+            # A Streamlit call: where Streamlit stops this script once the browser session has ended.
+            progress.progress(
+                i / len(uploads), text=f"analysing {name} ({i + 1} of {len(uploads)}): {stage} ..."
+            )
+
+        step("reading")
+        results.append(_cached_result(key, name, data, models, options, step))
     progress.empty()
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button("Download predictions (CSV)", predictions_csv(results), file_name="sonokit_predictions.csv",
