@@ -464,7 +464,8 @@ def anonymize_file(
             ds.save_as(
                 tmp, enforce_file_format=True, implicit_vr=False, little_endian=out_syntax.is_little_endian
             )
-    log.debug("anonymized %s -> %s", src.name, dst.name)
+    # No file names here: a source name often holds the patient's name or ID, and logs are kept and shared.
+    log.debug("anonymized one DICOM file (%s, %d bytes written)", out_syntax.name, dst.stat().st_size)
     return dst
 
 
