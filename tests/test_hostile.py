@@ -294,7 +294,7 @@ def test_anonymize_gives_neutral_names_and_removes_coded_free_text(tmp_path: Pat
     ds.save_as(study / "PLNTFNAME_ALICE_7781.dcm")
 
     out = tmp_path / "share" / "anon"
-    proc = sonokit("anonymize", tmp_path / "in", "--out", out)
+    proc = sonokit("-v", "anonymize", tmp_path / "in", "--out", out)  # -v: debug logs too
     assert proc.returncode == 0, proc.err
     files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
     assert files == ["study_001/image_0001.dcm"]
@@ -417,3 +417,216 @@ def test_dataloader_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
     for p in alive:  # clean up before failing
         os.kill(p, signal.SIGKILL)
     assert not alive
+
+
+# ---------------------------------------------------------------------------------- 6. train, full disk
+
+
+def _train_args(tiny) -> list:
+    """The tiny fixture's own training, from the command line."""
+    root = tiny["root"]
+    return ["train", "fetal-plane", "--data", root / "fp", "--config", root / "tiny.yaml"] + [
+        "--epochs", "1", "--size", "64", "--batch-size", "8", "--device", "cpu",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_on_a_full_disk_then_resume_or_rerun(tiny, tmp_path: Path) -> None:
+    weights = (tiny["run"] / "model.safetensors").stat().st_size
+    checkpoint = (tiny["run"] / "checkpoint_last.pt").stat().st_size
+    assert weights < checkpoint  # the checkpoint adds the optimizer state
+    run = tmp_path / "run"
+    proc = sonokit(*_train_args(tiny), "--out", run, limit=(weights + checkpoint) // 2)
+    assert proc.returncode != 0
+    (line,) = _clean_errors(proc, 1)
+    assert "checkpoint_last.pt" in line and "File too large" in line, line
+    # the weights of epoch 1 were written, its checkpoint was not: the remains of a run stopped in epoch 1
+    assert (run / "model.safetensors").is_file() and not (run / "checkpoint_last.pt").exists()
+    assert not _leftovers(run)
+    shutil.copytree(run, tmp_path / "rerun")
+
+    proc = sonokit("train", "fetal-plane", "--out", run, "--resume", "--device", "cpu")  # space is back
+    assert proc.returncode == 0, proc.err
+    assert "starting over" in proc.err
+    proc = sonokit(*_train_args(tiny), "--out", tmp_path / "rerun")  # the same command again
+    assert proc.returncode == 0, proc.err
+    for folder in (run, tmp_path / "rerun"):
+        assert (folder / "model_card.json").is_file() and (folder / "metrics_test.json").is_file()
+        assert len(pd.read_csv(folder / "log.csv")) == 2 and not _leftovers(folder)
+    proc = sonokit(*_train_args(tiny), "--out", run)  # a finished run is still never overwritten
+    assert proc.returncode == 2 and "already holds a run" in _clean_errors(proc, 1)[0]
+
+
+@pytest.mark.slow
+def test_a_killed_checkpoint_write_leaves_nothing_that_resume_reads(tiny, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    before = (run / "checkpoint_last.pt").read_bytes()
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import sys, time, torch\n"
+        "from sonokit.train.checkpoint import save_checkpoint\n"
+        "class Stall:\n"
+        "    def __reduce__(self):\n"  # pickling stops here, half-way through the write
+        "        print('writing', flush=True)\n"
+        "        time.sleep(600)\n"
+        "        return (int, ())\n"
+        "save_checkpoint(sys.argv[1], {'model': torch.zeros(4096), 'stall': Stall()})\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, str(script), str(run / "checkpoint_last.pt")],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+    finally:
+        writer.kill()  # SIGKILL: no finally, no clean-up
+        writer.wait()
+    (temp,) = _leftovers(run)
+    assert temp.name.startswith(".checkpoint_last.") and temp.suffix == ".pt"
+    assert (run / "checkpoint_last.pt").read_bytes() == before  # the kill left the last checkpoint intact
+
+    proc = sonokit("train", "fetal-plane", "--out", run, "--resume", "--device", "cpu")
+    assert proc.returncode == 0, proc.err
+    assert "removed 1 temporary file" in proc.err
+    assert not _leftovers(run) and (run / "metrics_test.json").is_file()
+
+
+# ------------------------------------------------------------------------------ 7. duplicated table rows
+
+
+def _table(folder: Path, rows: list[str], header: str = "path,label,group") -> Path:
+    from sonokit.io import write_image
+
+    folder.mkdir(exist_ok=True)
+    for name in {r.split(",")[0] for r in rows}:
+        if not (folder / name).exists():
+            write_image(folder / name, np.full((16, 16), 9, np.uint8))
+    csv = folder / "table.csv"
+    csv.write_text("\n".join([header, *rows]) + "\n")
+    return csv
+
+
+def test_duplicated_rows_are_dropped_with_one_warning(tmp_path: Path, caplog) -> None:
+    from sonokit.data import load_index
+
+    rows = ["a.png,x,p1", "b.png,y,p2", "a.png,x,p1", "./a.png,x,p1", "c.png,y,p3"]
+    csv = _table(tmp_path, rows)
+    with caplog.at_level("WARNING", logger="sonokit"):
+        index = load_index(csv)
+    assert sorted(Path(p).name for p in index["path"]) == ["a.png", "b.png", "c.png"]
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning == f"{csv}: 2 duplicated rows dropped (CSV lines 4, 5)"
+
+
+def test_one_file_under_two_groups_or_labels_is_refused(tmp_path: Path, caplog) -> None:
+    from sonokit.data import load_index, read_boxes
+    from sonokit.errors import InputError
+
+    two_groups = _table(tmp_path / "g", ["a.png,x,p1", "b.png,y,p2", "a.png,x,p9", "c.png,x,p3"])
+    with pytest.raises(InputError, match=r"1 file listed under more than one group .*a\.png") as info:
+        load_index(two_groups)
+    assert str(two_groups) in str(info.value)
+    two_labels = _table(tmp_path / "l", ["a.png,x,p1", "a.png,y,p1", "b.png,y,p2"])
+    with pytest.raises(InputError, match="more than one label"):
+        load_index(two_labels)
+    with caplog.at_level("WARNING", logger="sonokit"):
+        kept = load_index(two_labels, conflicting_rows="keep")
+    assert len(kept) == 3 and "kept: conflicting_rows=keep" in caplog.text
+    # legitimate repeats: per-frame labels of one cine, several boxes of different labels on one image
+    frames = _table(tmp_path / "f", ["a.png,x,p1,0", "a.png,y,p1,1"], header="path,label,group,frame")
+    assert len(load_index(frames)) == 2
+    boxes = _table(tmp_path / "b", ["a.png,1,1,5,5,x", "a.png,6,6,9,9,y"], header="path,x1,y1,x2,y2,label")
+    assert len(read_boxes(boxes)) == 2
+
+
+@pytest.mark.slow
+def test_train_on_a_table_with_one_file_under_two_groups_is_one_line(tmp_path: Path) -> None:
+    two_groups = _table(tmp_path, ["a.png,x,p1", "b.png,y,p2", "a.png,x,p9", "c.png,x,p3"])
+    proc = sonokit("train", "classify", "--data", two_groups, "--out", tmp_path / "run", "--device", "cpu")
+    assert proc.returncode == 2 and not (tmp_path / "run").exists()
+    (line,) = _clean_errors(proc, 1)
+    assert line.startswith(f"error: {two_groups}: ") and "a.png" in line
+
+
+# ------------------------------------------------------------------------------------ 8. a 1-frame video
+
+
+def test_a_one_frame_avi_predicts_as_one_frame(tiny, tmp_path: Path) -> None:
+    import cv2
+
+    from sonokit.io import open_cine, write_video
+    from sonokit.predict.runner import predict_to_csv
+
+    frame = cv2.imread(str(tiny["images"][0]), cv2.IMREAD_GRAYSCALE)
+    avi = write_video(tmp_path / "single.avi", frame[None], fps=25.0)
+    with open_cine(avi) as cine:
+        assert cine.n_frames == 1 and cine.read().shape[0] == 1
+    res = predict_to_csv(tiny["run"], [avi], tmp_path / "p.csv", device="cpu")
+    assert not res.errors, res.errors
+    table = pd.read_csv(tmp_path / "p.csv", dtype=str)
+    assert list(table["frame"]) == ["0"] and table["y_pred"].notna().all()
+
+
+# --------------------------------------------------------------------------- 9. the app, session ended
+
+
+def test_app_analysis_stops_when_the_session_ends(tiny, tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from sonokit.app.study import Options, Selection, analyse_upload, load_models
+
+    models = load_models(Selection(classifiers=(str(tiny["run"]),)), "cpu")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the upload's private folder goes
+    name = tiny["run"].name
+    data = tiny["images"][0].read_bytes()
+    options = Options(gradcam=False, similar=False)
+    stages: list[str] = []
+    result = analyse_upload("a.png", data, models, options, stages.append)
+    assert stages == ["reading", name] and len(result.classifications) == 1
+
+    def session_ended(stage: str) -> None:  # what the page's next Streamlit call raises after a disconnect
+        stages.append(stage)
+        assert list(tmp_path.glob("sonokit-app-*"))  # the upload is on disk while it is analysed
+        if stage == name:
+            raise StopException()
+
+    stages.clear()
+    with pytest.raises(StopException):
+        analyse_upload("a.png", data, models, options, session_ended)
+    assert stages == ["reading", name] and not list(tmp_path.glob("sonokit-app-*"))  # stopped, deleted
+    main = (Path(__file__).parents[1] / "src/sonokit/app/main.py").read_text()
+    assert "_cached_result(key, name, data, models, options, step)" in main
+
+
+# ----------------------------------------------------------------------------------- 10. montage, names
+
+
+def test_montage_of_a_folder_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    from sonokit.synth import make_dataset
+    from sonokit.synth.montage import montage
+
+    for kind, n in (("fetal-planes", 4), ("lus", 4)):
+        folder = Path(os.fsdecode(os.fsencode(tmp_path / kind) + BAD))
+        make_dataset(kind, folder, n=n, seed=0, size=48)
+        out = montage(folder, folder / "sheet.png", n=n)
+        assert out.stat().st_size > 0 and not _leftovers(folder)
+
+
+# ------------------------------------------------------------------------------ 11. no names in the logs
+
+
+def test_anonymize_logs_no_file_names(tmp_path: Path, ybr_dicom: Path, caplog) -> None:
+    from sonokit.io.deid import anonymize_file
+
+    src = tmp_path / "DOE_JOHN_1234567.dcm"
+    shutil.copy(ybr_dicom, src)
+    with caplog.at_level("DEBUG", logger="sonokit"):
+        anonymize_file(src, tmp_path / "out" / "SMITH_ANNE_7654321.dcm")
+    assert any(r.name == "sonokit.io.deid" for r in caplog.records)  # it does log, without names
+    for secret in ("DOE", "1234567", "SMITH", "7654321"):
+        assert secret not in caplog.text
