@@ -68,10 +68,10 @@ def test_anonymize_cli_removes_identifiers_and_masks_pixels(
     tmp_path: Path, planted: Path, ybr_dicom: Path
 ) -> None:
     out = tmp_path / "anon"
-    proc = sonokit("anonymize", tmp_path / "in", "--out", out)
+    proc = sonokit("anonymize", tmp_path / "in", "--out", out, "--keep-names")
     _no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
-    result = out / "study1" / "echo.dcm"  # same relative name
+    result = out / "study1" / "echo.dcm"  # same relative name with --keep-names
     data = result.read_bytes()
     for value in _originals(ybr_dicom):
         assert value.encode() not in data, value

@@ -20,8 +20,11 @@ class InputError(SonokitError):
     """
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
+        from sonokit.utils.paths import printable
+
         self.path = Path(path) if path is not None else None
-        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+        # printable: a name that is not UTF-8 or holds a newline must not break the one-line message
+        super().__init__(f"{printable(self.path)}: {message}" if self.path is not None else message)
 
 
 class ModelError(SonokitError):

@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -111,9 +112,15 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
     with st.sidebar:
         st.title("sonokit")
         st.warning("**Not for clinical use.** Research software; not a medical device.", icon="⚠️")
-        root = st.text_input(
-            "Runs folder", value=args.runs, help="Searched for run folders with a model_card.json"
+        asked = st.text_input(
+            "Runs folder",
+            value=args.runs,
+            help="Searched for run folders with a model_card.json; only inside the folder the app was started "
+            "with (`sonokit app --runs`)",
         )
+        root, allowed = runs_mod.confine(asked, args.runs)
+        if not allowed:
+            st.error("Only folders inside the app's runs folder can be searched; using it instead.")
         found = _discover(root)
         groups = runs_mod.by_system(found)
         st.caption(f"{len(found)} trained model(s) found under `{root}`")
@@ -168,8 +175,9 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
             "Aortic valve: detection score ≥", 0.0, 1.0, _detector_threshold(av_det), 0.05, key="opt_avthr",
             help="Below it a frame gets 'no valve found' (default: the detector run's own threshold)",
         )  # fmt: skip
-        hide_names = st.toggle("Hide file names", value=False, key="opt_hide",
-                               help="Show 'study 1, 2, ...' instead of the uploaded file names")  # fmt: skip
+        hide_names = st.toggle("Hide file names", value=True, key="opt_hide",
+                               help="Show 'study 1, 2, ...' instead of the uploaded file names (names often "
+                                    "hold patient names or IDs)")  # fmt: skip
         st.caption(DISCLAIMER)
     selection = Selection(
         ef=ef, lv=lv, classifiers=tuple(str(c.path) for c in chosen_cls), quality=quality,
@@ -361,10 +369,12 @@ def show_result(r: StudyResult, i: int) -> None:
             )  # fmt: skip
 
 
-def _cached_result(key: tuple, name: str, data: bytes, models, options: Options) -> StudyResult:
+def _cached_result(
+    key: tuple, name: str, data: bytes, models, options: Options, checkpoint: Callable[[str], None]
+) -> StudyResult:
     cache: dict = st.session_state.setdefault("results", {})
     if key not in cache:
-        cache[key] = analyse_upload(name, data, models, options)
+        cache[key] = analyse_upload(name, data, models, options, checkpoint)
         while len(cache) > MAX_CACHED:
             cache.pop(next(iter(cache)))
     return cache[key]
@@ -394,8 +404,15 @@ def main() -> None:
         data = up.getvalue()
         name = f"study {i + 1}{Path(up.name).suffix.lower()}" if hide_names else up.name
         key = (hashlib.sha256(data).hexdigest(), name, selection, options)
-        progress.progress(i / len(uploads), text=f"analysing {name} ({i + 1} of {len(uploads)}) ...")
-        results.append(_cached_result(key, name, data, models, options))
+
+        def step(stage: str, i: int = i, name: str = name) -> None:
+            # A Streamlit call: where Streamlit stops this script once the browser session has ended.
+            progress.progress(
+                i / len(uploads), text=f"analysing {name} ({i + 1} of {len(uploads)}): {stage} ..."
+            )
+
+        step("reading")
+        results.append(_cached_result(key, name, data, models, options, step))
     progress.empty()
     c1, c2, _ = st.columns([1, 1, 3])
     c1.download_button("Download predictions (CSV)", predictions_csv(results), file_name="sonokit_predictions.csv",

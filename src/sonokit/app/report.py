@@ -81,8 +81,26 @@ def predictions_table(results: Sequence[StudyResult]) -> pd.DataFrame:
     return table
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (`=HYPERLINK(...)` as an upload name) gets a leading `'`
+    (the OWASP CSV-injection rule); numbers are left alone."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def predictions_csv(results: Sequence[StudyResult]) -> bytes:
-    return predictions_table(results).to_csv(index=False).encode("utf-8")
+    table = predictions_table(results)
+    for col in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[col]):
+            table[col] = table[col].map(csv_safe)
+    return table.to_csv(index=False).encode("utf-8", "backslashreplace")
 
 
 # ---------------------------------------------------------------------------------------------- HTML

@@ -139,3 +139,21 @@ def by_system(runs: list[RunInfo]) -> dict[str, list[RunInfo]]:
     for r in runs:
         out.setdefault(r.system, []).append(r)
     return out
+
+
+def confine(asked: str | Path, base: str | Path) -> tuple[str, bool]:
+    """(`asked` resolved against `base`, True) when it lies inside `base` (the runs folder the app was started
+    with), else (`base`, False).
+
+    The sidebar's folder box is open to every visitor of the page; it must not let them list or load models from
+    anywhere on the server's disk.
+    """
+    base_path = Path(base).expanduser().resolve()
+    try:
+        target = Path(asked).expanduser()
+        target = (target if target.is_absolute() else base_path / target).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return str(base), False
+    if target == base_path or base_path in target.parents:
+        return str(target), True
+    return str(base), False

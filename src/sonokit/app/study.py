@@ -18,6 +18,11 @@ Every image that reaches the page is masked outside the detected ultrasound regi
 dates live there); when no region is found, the image is not shown at all. A file that cannot be read gives a
 result with `error` set; a system that fails on a readable file gives that section an error; neither stops the
 other files or systems. Error messages name the file by its upload name, never by the temporary path.
+
+`checkpoint(stage)`, when given, is called before each step (reading, then each system). The page passes a
+function that updates its progress bar: every Streamlit call is where Streamlit stops a script whose browser
+session has ended (it raises its StopException there), so an analysis stops at the next step after the user
+leaves instead of running to the end. A step already started finishes; the size limits bound it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import dataclasses
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -712,13 +718,22 @@ def _header(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def analyse_file(
-    path: str | Path, name: str, models: Models, options: Options, workdir: str | Path
+    path: str | Path,
+    name: str,
+    models: Models,
+    options: Options,
+    workdir: str | Path,
+    checkpoint: Callable[[str], None] | None = None,
 ) -> StudyResult:
-    """Run every loaded system on one readable file (see the module docstring); never raises for bad input."""
+    """Run every loaded system on one readable file (see the module docstring); never raises for bad input.
+
+    Whatever `checkpoint` raises (a stopped session) is not caught: the analysis ends there.
+    """
     import time
 
     from sonokit.io import describe, open_cine
 
+    step = checkpoint or (lambda stage: None)
     t0 = time.perf_counter()
     path, workdir = Path(path), Path(workdir)
     result = StudyResult(name=name)
@@ -728,6 +743,7 @@ def analyse_file(
         if not isinstance(err, SonokitError):
             log.warning("%s failed on an upload: %s", system, type(err).__name__, exc_info=True)
 
+    step("reading")
     try:
         info = describe(path)
         result.kind = str(info.get("format") or "")
@@ -754,6 +770,7 @@ def analyse_file(
         )
 
     if models.quality is not None:
+        step("quality")
         try:
             result.quality = _quality(models, original[middle], middle, options)
         except _SYSTEM_ERRORS as err:
@@ -762,16 +779,19 @@ def analyse_file(
         if n_frames < 3:
             result.notes["echo"] = f"EF needs a cine; this {result.kind or 'file'} has {n_frames} frame(s)"
         else:
+            step("echo")
             try:
                 result.echo = _echo(models, path, workdir, options)
             except _SYSTEM_ERRORS as err:
                 fail("echo", err)
     for run in models.classifiers:
+        step(run.name)
         try:
             result.classifications.append(_classify(models, run, path, original, sector, options))
         except _SYSTEM_ERRORS as err:
             fail(f"classification: {run.name}", err)
     if models.cascade is not None:
+        step("aortic valve")
         try:
             result.av = _av(models, path, n_frames, sector, options)
         except _SYSTEM_ERRORS as err:
@@ -788,8 +808,15 @@ def safe_suffix(name: str) -> str:
     return suffix if suffix in SUPPORTED_EXTENSIONS else ""
 
 
-def analyse_upload(name: str, data: bytes, models: Models, options: Options) -> StudyResult:
-    """Write the upload to a private temporary folder (mode 0700), analyse it, delete the folder."""
+def analyse_upload(
+    name: str,
+    data: bytes,
+    models: Models,
+    options: Options,
+    checkpoint: Callable[[str], None] | None = None,
+) -> StudyResult:
+    """Write the upload to a private temporary folder (mode 0700), analyse it, delete the folder (also when
+    `checkpoint` stops the analysis)."""
     workdir = Path(tempfile.mkdtemp(prefix="sonokit-app-"))
     try:
         path = workdir / f"upload{safe_suffix(name)}"
@@ -799,6 +826,6 @@ def analyse_upload(name: str, data: bytes, models: Models, options: Options) -> 
         from sonokit.data.cache import transient
 
         with transient():  # an upload's pixels never reach the preprocessed cache on disk
-            return analyse_file(path, name, models, options, workdir)
+            return analyse_file(path, name, models, options, workdir, checkpoint)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

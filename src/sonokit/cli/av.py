@@ -87,7 +87,9 @@ def predict_cmd(
         f"valve, {int((table['status'] == ERROR).sum())} error(s); wrote {out}"
     )
     if errors:
-        sys.exit(2)  # main() runs click with standalone_mode=False, which swallows typer.Exit codes
+        sys.exit(
+            1
+        )  # per-file errors, as every command; main() runs click with standalone_mode=False, which swallows typer.Exit codes
 
 
 @av_app.command("evaluate")

@@ -206,8 +206,9 @@ def predict_cmd(
             f"wrote {res.path}: {res.rows} rows from {res.files_done} files (backend {res.backend}{skipped})"
         )
     if errors:
-        # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes
-        sys.exit(2)
+        # sys.exit, not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes.
+        # 1 like every other command with per-file errors; 2 is for errors that stop the whole command.
+        sys.exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -80,18 +80,24 @@ def info(
 
 
 def convert(
-    sources: list[Path] = typer.Argument(..., help="DICOM cines or videos, or folders of them."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: Videos/<name>.avi and FileList.csv."),
+    sources: list[Path] = typer.Argument(..., help="DICOM cines, videos, stills, or folders of them."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Output folder: Videos/<name>.avi, FileList.csv, stills as Images/<name>.png.",
+    ),
     size: int = typer.Option(112, "--size", min=16, help="Output width and height in pixels (square)."),
     fps: float | None = typer.Option(
         None, "--fps", min=1.0, help="Resample in time to this frame rate (default: keep the source rate)."
     ),
 ) -> None:
-    """Convert cines to an EchoNet-Dynamic style folder: sector-masked, cropped, square, 3-channel MJPG AVIs."""
+    """Convert cines to an EchoNet-Dynamic style folder: sector-masked, cropped, square, 3-channel MJPG AVIs;
+    single frames (stills of the study) become PNGs in Images/."""
     from sonokit.io.convert import convert_files
     from sonokit.io.formats import find_inputs
 
-    result = convert_files(find_inputs(sources, kinds=("dicom", "video")), out, size=size, fps=fps)
+    result = convert_files(find_inputs(sources), out, size=size, fps=fps)
     _report_errors(result.errors)
     typer.echo(
         f"converted {len(result.results)} of {len(result.results) + len(result.errors)} file(s) into {out}"
@@ -112,15 +118,32 @@ def anonymize(
     uid_salt: str | None = typer.Option(
         None, "--uid-salt", help="Secret salt for UID replacement, to keep new UIDs stable across runs."
     ),
+    keep_names: bool = typer.Option(
+        False,
+        "--keep-names",
+        help="Keep the input file and folder names (they often hold patient names or IDs). Default: neutral "
+        "names study_NNN/image_NNNN.dcm and a mapping CSV.",
+    ),
+    mapping: Path | None = typer.Option(
+        None,
+        "--mapping",
+        help="Where to write the output -> original name mapping (default OUT_names.csv beside OUT; keep it "
+        "private, it holds the original names).",
+    ),
 ) -> None:
-    """De-identify DICOM files (PS3.15 basic profile; pixels outside the ultrasound sector set to 0)."""
+    """De-identify DICOM files (PS3.15 basic profile; pixels outside the ultrasound sector set to 0; neutral
+    output names)."""
     from sonokit.io.deid import anonymize_paths
 
-    result = anonymize_paths(sources, out, mask_pixels=not no_pixels, uid_salt=uid_salt)
+    result = anonymize_paths(
+        sources, out, mask_pixels=not no_pixels, uid_salt=uid_salt, keep_names=keep_names, mapping=mapping
+    )
     _report_errors(result.errors)
     typer.echo(
         f"anonymized {len(result.results)} of {len(result.results) + len(result.errors)} file(s) into {out}"
     )
+    if result.mapping is not None:
+        typer.echo(f"original names: {result.mapping} (keep it private; it is not in {out})")
     _fail_if(result.errors)
 
 

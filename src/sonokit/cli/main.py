@@ -14,6 +14,7 @@ import typer
 from sonokit import __version__
 from sonokit.errors import SonokitError
 from sonokit.utils.logs import set_quiet
+from sonokit.utils.paths import printable
 
 app = typer.Typer(
     name="sonokit",
@@ -42,6 +43,8 @@ def _root(
     set_quiet(quiet)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:  # pydicom logs each failing decoder plugin with a traceback before sonokit's one line
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def _register() -> None:
@@ -87,6 +90,9 @@ _register()
 
 def main() -> None:
     """Console-script entry: run the app; a SonokitError becomes `error: ...` on stderr and exit code 2."""
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 must never stop the output
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         # standalone_mode=False makes click return (not raise) the code of `raise typer.Exit(code)`
         rc = app(standalone_mode=False)
@@ -94,6 +100,10 @@ def main() -> None:
     except SonokitError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except OSError as err:  # a full disk, a read-only output folder: one line, not a traceback
+        where = printable(err.filename) if err.filename else "cannot write or read"
+        typer.echo(f"error: {where}: {err.strerror or err}", err=True)
+        sys.exit(1)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except typer.Abort:

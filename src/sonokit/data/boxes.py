@@ -37,6 +37,7 @@ def read_boxes(
         split_col=split_col,
         classes=classes,
         check_files=check_files,
+        one_label_per_file=False,  # one row per box: an image may hold boxes of several labels
     )
     require_columns(df.columns, BOX_COLUMNS, csv_path)
     require_finite(df, BOX_COLUMNS, csv_path)

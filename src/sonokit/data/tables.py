@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sonokit.data.validate import (
+    drop_duplicate_rows,
     require_columns,
     require_files,
     require_known_labels,
@@ -115,12 +116,16 @@ def read_table(
     split_col: str = "split",
     classes: list[str] | None = None,
     check_files: bool = True,
+    one_label_per_file: bool = True,
+    conflicting_rows: str = "refuse",
 ) -> pd.DataFrame:
     """Read a CSV of images or videos into the normalised index.
 
     `label_col=None` reads an unlabelled table (no `label` column). A `group` column is optional (each file is its
     own group when absent, which is only safe when every file is a different patient); the `split` column is
     optional ("" when absent). Explicitly named group/split columns that are absent are an error.
+    Exact duplicate rows are dropped with a warning; a file under two groups, splits or (with
+    `one_label_per_file`) labels is an error unless `conflicting_rows="keep"` (validate.drop_duplicate_rows).
     """
     csv_path = Path(csv_path)
     raw = read_csv_text(csv_path)
@@ -148,6 +153,9 @@ def read_table(
     extra = raw[[c for c in raw.columns if c not in used and c not in out.columns]]
     out = pd.concat([out, _numeric_back(extra.copy())], axis=1)
 
+    out = drop_duplicate_rows(
+        out, csv_path, labels=one_label_per_file and bool(label_col), conflicting_rows=conflicting_rows
+    )
     if classes is not None and label_col:
         require_known_labels(out["label"], classes, csv_path)
     if check_files:

@@ -14,6 +14,10 @@ import numpy as np
 import pandas as pd
 
 from sonokit.errors import InputError
+from sonokit.utils import get_logger
+from sonokit.utils.paths import printable
+
+log = get_logger(__name__)
 
 LIST_LIMIT = 10
 
@@ -93,3 +97,46 @@ def require_finite(df: pd.DataFrame, columns: Iterable[str], source: str | Path)
                 f"(CSV lines {listing(lines)})",
                 source,
             )
+
+
+def drop_duplicate_rows(
+    df: pd.DataFrame, source: str | Path, *, labels: bool = True, conflicting_rows: str = "refuse"
+) -> pd.DataFrame:
+    """Drop exact duplicate rows with one warning; refuse one file listed under two groups, splits or labels.
+
+    A duplicated row trains (and counts in the metrics) twice. One image under two groups (patients) or two
+    splits lands on both sides of a split, which inflates every score; under two labels it teaches both.
+    Label conflicts are per (path, frame) when the table names frames; `labels=False` skips them (a box table
+    lists one row per box). `conflicting_rows="keep"` keeps such rows with a warning instead of an error.
+    """
+    dup = df.duplicated(keep="first")
+    if dup.any():
+        lines = [str(csv_line(i)) for i in np.flatnonzero(dup.to_numpy())]
+        log.warning(
+            "%s: %d duplicated row%s dropped (CSV lines %s)",
+            printable(source),
+            len(lines),
+            "s" if len(lines) > 1 else "",
+            listing(lines),
+        )
+        df = df[~dup]
+    keyed = [("group", ["path"]), ("split", ["path"])]
+    if labels:
+        keyed.append(("label", ["path", "frame"] if "frame" in df.columns else ["path"]))
+    for col, key in keyed:
+        if col not in df.columns:
+            continue
+        counts = df.groupby(key, sort=False, dropna=False)[col].nunique(dropna=False)
+        bad = counts[counts > 1]
+        if not len(bad):
+            continue
+        paths = list(dict.fromkeys(printable(k[0] if isinstance(k, tuple) else k) for k in bad.index))
+        why = "one image taught two answers" if col == "label" else "one image on both sides of a split"
+        message = (
+            f"{len(paths)} file{'s' if len(paths) > 1 else ''} listed under more than one {col} ({why}): "
+            f"{listing(paths)}"
+        )
+        if conflicting_rows != "keep":
+            raise InputError(f"{message}; give each file one {col}, or set conflicting_rows=keep", source)
+        log.warning("%s: %s (kept: conflicting_rows=keep)", printable(source), message)
+    return df

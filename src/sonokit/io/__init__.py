@@ -14,6 +14,8 @@ import os
 # one InputError line instead. OpenCV reads this when it first opens a video, so it is set on import; export
 # OPENCV_FFMPEG_LOGLEVEL yourself (e.g. 24) to see FFmpeg's messages.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# OpenCV's own decoders print warnings about damaged images the same way; sonokit's error line says it.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 from sonokit.io.cine import Cine, open_cine, read_frames  # noqa: E402
 from sonokit.io.convert import convert_cine, convert_files, update_filelist  # noqa: E402

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from sonokit.errors import SonokitError
 from sonokit.utils.logs import get_logger, progress
+from sonokit.utils.paths import printable
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -20,6 +21,7 @@ class BatchResult:
 
     results: list[tuple[Path, Any]] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    mapping: Path | None = None  # a file the user must keep (anonymize's original names), when there is one
 
     @property
     def ok(self) -> bool:
@@ -28,11 +30,15 @@ class BatchResult:
 
 def error_line(path: Path, err: BaseException) -> str:
     """`<path>: <reason>` on one line; sonokit errors already name their file."""
+    name = printable(path)
     if isinstance(err, SonokitError):
         text = str(err)
-        return text if str(path) in text else f"{path}: {text}"
-    first = (str(err).strip().splitlines() or [""])[0][:200]
-    return f"{path}: unexpected {type(err).__name__}: {first}"
+        return text if name in text else f"{name}: {text}"
+    if isinstance(err, OSError):  # a full disk, a read-only folder: the system's reason and the file it hit
+        where = f" ({printable(err.filename)})" if err.filename and str(err.filename) != str(path) else ""
+        return f"{name}: {err.strerror or type(err).__name__}{where}"
+    first = printable((str(err).strip().splitlines() or [""])[0][:200])
+    return f"{name}: unexpected {type(err).__name__}: {first}"
 
 
 def run_batch(

@@ -20,6 +20,7 @@ import numpy as np
 from sonokit.errors import InputError
 from sonokit.io.batch import BatchResult, run_batch
 from sonokit.utils.logs import get_logger
+from sonokit.utils.paths import printable
 
 log = get_logger(__name__)
 
@@ -35,25 +36,32 @@ def resample_indices(n_frames: int, fps_in: float, fps_out: float) -> np.ndarray
     return np.minimum(np.rint(np.arange(n_out) * fps_in / fps_out).astype(int), n_frames - 1)
 
 
+def output_stem(src: Path) -> str:
+    """The output name: the input's stem, with bytes that are not UTF-8 written as `\\xNN` (FileList.csv and
+    the tools that read it need text)."""
+    return printable(src.stem)
+
+
 def convert_cine(
     src: str | Path, out_dir: str | Path, size: int = 112, fps: float | None = None
 ) -> dict[str, Any]:
-    """Convert one file to `<out_dir>/Videos/<stem>.avi`; return its FileList.csv row."""
+    """Convert one file to `<out_dir>/Videos/<stem>.avi` (a still: `<out_dir>/Images/<stem>.png`); return its
+    FileList.csv row (a still's row has NumberOfFrames 1 and is not listed in FileList.csv)."""
     from sonokit.io.cine import open_cine
-    from sonokit.io.writers import write_video
+    from sonokit.io.writers import write_image, write_video
     from sonokit.preprocess import preprocess_cine
 
     src, out_dir = Path(src), Path(out_dir)
     with open_cine(src) as cine:
-        if cine.n_frames < 2:
-            raise InputError("a single frame is not a cine; nothing to convert to video", src)
-        if fps and cine.fps:
+        if fps and cine.fps and cine.n_frames > 1:
             frames = np.stack(list(cine.iter_frames(resample_indices(cine.n_frames, cine.fps, fps).tolist())))
         else:
             frames = cine.read()
         out_fps = float(fps or cine.fps or DEFAULT_FPS)
-        if not cine.fps:
-            log.warning("%s: frame rate unknown; writing at %.1f fps without resampling", src.name, out_fps)
+        if not cine.fps and cine.n_frames > 1:
+            log.warning(
+                "%s: frame rate unknown; writing at %.1f fps without resampling", printable(src.name), out_fps
+            )
     try:
         out, _geometry, _transform = preprocess_cine(frames, size)
     except InputError as err:
@@ -65,9 +73,13 @@ def convert_cine(
         out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if out.ndim == 3:  # EchoNet videos have 3 channels even though echo is grayscale
         out = np.repeat(out[..., None], 3, axis=-1)
-    write_video(out_dir / "Videos" / f"{src.stem}.avi", out, out_fps, codec="MJPG")
+    name = output_stem(src)
+    if len(out) == 1:  # a still frame of a study (a measurement screen, a single image): a PNG, not a video
+        write_image(out_dir / "Images" / f"{name}.png", out[0])
+    else:
+        write_video(out_dir / "Videos" / f"{name}.avi", out, out_fps, codec="MJPG")
     return {
-        "FileName": src.stem,
+        "FileName": name,
         "FrameHeight": int(out.shape[1]),
         "FrameWidth": int(out.shape[2]),
         "FPS": round(out_fps, 3),
@@ -83,7 +95,9 @@ def update_filelist(out_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
     from sonokit.utils.atomic import write_csv
 
     path = Path(out_dir) / "FileList.csv"
-    new = pd.DataFrame(rows, columns=FILELIST_COLUMNS)
+    new = pd.DataFrame([r for r in rows if r["NumberOfFrames"] > 1], columns=FILELIST_COLUMNS)
+    if new.empty:
+        return path
     if path.exists():
         old = pd.read_csv(path)
         if "FileName" not in old.columns:
@@ -91,7 +105,10 @@ def update_filelist(out_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
         old = old[~old["FileName"].astype(str).isin(set(new["FileName"].astype(str)))]
         new = pd.concat([old, new], ignore_index=True)
     new = new.sort_values("FileName", kind="stable").reset_index(drop=True)
-    return write_csv(new, path)
+    try:
+        return write_csv(new, path)
+    except OSError as err:
+        raise InputError(f"cannot write ({err.strerror or err}); the videos are written", path) from None
 
 
 def convert_files(
@@ -102,12 +119,12 @@ def convert_files(
     claimed: dict[str, Path] = {}
 
     def step(path: Path) -> dict[str, Any]:
-        other = claimed.get(path.stem)
+        other = claimed.get(output_stem(path))
         if other is not None:
             raise InputError(
-                f"output name Videos/{path.stem}.avi is already used by {other}; rename one", path
+                f"output name {path.stem} is already used by {printable(other)}; rename one", path
             )
-        claimed[path.stem] = path
+        claimed[output_stem(path)] = path
         return convert_cine(path, out_dir, size=size, fps=fps)
 
     result = BatchResult()

@@ -37,6 +37,7 @@ from sonokit import __version__
 from sonokit.errors import InputError
 from sonokit.utils.atomic import atomic_path
 from sonokit.utils.logs import get_logger
+from sonokit.utils.paths import printable
 
 log = get_logger(__name__)
 
@@ -137,6 +138,11 @@ REMOVE_KEYWORDS = frozenset(
         "RequestAttributesSequence",
         "RequestedContrastAgent",
         "RequestedProcedureID",
+        # coded procedures carry free text in CodeMeaning (a site's own codes often name the patient's case)
+        "ProcedureCodeSequence",
+        "RequestedProcedureCodeSequence",
+        "PerformedProcedureCodeSequence",
+        "ReasonForRequestedProcedureCodeSequence",
         "RequestedProcedureLocation",
         "RequestingService",
         "ResponsibleOrganization",
@@ -206,10 +212,21 @@ class UidMapper:
 
     def __call__(self, uid: str) -> str:
         uid = str(uid).strip().rstrip("\x00")
-        if not uid or uid.startswith(STANDARD_UID_ROOT):
+        if not uid or is_standard_uid(uid):
             return uid
-        digest = hashlib.sha256(f"{self.salt}\x00{uid}".encode()).digest()[:16]
+        digest = hashlib.sha256(f"{self.salt}\x00{uid}".encode("utf-8", "surrogateescape")).digest()[:16]
         return f"2.25.{int.from_bytes(digest, 'big')}"
+
+
+def is_standard_uid(uid: str) -> bool:
+    """A UID the DICOM standard defines (SOP class, transfer syntax, coding scheme...): kept as it is.
+
+    Only UIDs in pydicom's dictionary of the standard's UIDs count; anything else under 1.2.840.10008 (a crafted
+    FrameOfReferenceUID) is replaced like any other UID.
+    """
+    from pydicom._uid_dict import UID_dictionary
+
+    return uid.startswith(STANDARD_UID_ROOT) and uid in UID_dictionary
 
 
 _RUN_MAPPERS: dict[str | None, UidMapper] = {}
@@ -447,7 +464,8 @@ def anonymize_file(
             ds.save_as(
                 tmp, enforce_file_format=True, implicit_vr=False, little_endian=out_syntax.is_little_endian
             )
-    log.debug("anonymized %s -> %s", src.name, dst.name)
+    # No file names here: a source name often holds the patient's name or ID, and logs are kept and shared.
+    log.debug("anonymized one DICOM file (%s, %d bytes written)", out_syntax.name, dst.stat().st_size)
     return dst
 
 
@@ -479,22 +497,77 @@ def plan_outputs(
                 continue  # an output folder inside the input folder: never re-anonymize earlier results
             dst = out_dir / (src.relative_to(root) if root.is_dir() else src.name)
             if dst in taken:
-                errors.append((src, f"{src}: output {dst} is already taken by {taken[dst]}"))
+                errors.append(
+                    (
+                        src,
+                        f"{printable(src)}: output {printable(dst)} is already taken by {printable(taken[dst])}",
+                    )
+                )
                 continue
             taken[dst] = src
             pairs.append((src, dst))
     return pairs, errors
 
 
+def default_mapping_path(out_dir: str | Path) -> Path:
+    """Where the name mapping goes by default: beside the output folder, never inside it (it is shared)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}_names.csv"
+
+
+def neutral_outputs(pairs: list[tuple[Path, Path]], out_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Replace planned output names by neutral ones: file and folder names often hold patient names and IDs
+    (`PLNTFNAME_ALICE_7781.dcm`). Folders become `study_NNN`, files `image_NNNN.dcm`, numbered in input order;
+    files that shared a folder still share one."""
+    out_dir = Path(out_dir)
+    folders: dict[Path, Path] = {}
+    renamed = []
+    for k, (src, dst) in enumerate(pairs, start=1):
+        parent = dst.parent
+        if parent != out_dir:
+            folders.setdefault(parent, out_dir / f"study_{len(folders) + 1:03d}")
+        renamed.append((src, folders.get(parent, out_dir) / f"image_{k:04d}.dcm"))
+    return renamed
+
+
+def write_name_mapping(pairs: list[tuple[Path, Path]], out_dir: Path, mapping: Path) -> Path:
+    """CSV output,source (relative output name, original path as given) for the user to keep privately."""
+    import pandas as pd
+
+    from sonokit.utils.atomic import write_csv
+
+    if _inside(mapping, out_dir) or mapping.resolve() == out_dir.resolve():
+        raise InputError(
+            "the name mapping holds the original names; write it outside the output folder", mapping
+        )
+    rows = [{"output": str(dst.relative_to(out_dir)), "source": printable(src)} for src, dst in pairs]
+    return write_csv(pd.DataFrame(rows, columns=["output", "source"]), mapping)
+
+
 def anonymize_paths(
-    sources: list[str | Path], out_dir: str | Path, mask_pixels: bool = True, uid_salt: str | None = None
+    sources: list[str | Path],
+    out_dir: str | Path,
+    mask_pixels: bool = True,
+    uid_salt: str | None = None,
+    keep_names: bool = False,
+    mapping: str | Path | None = None,
 ) -> Any:
-    """Anonymize files and folders of DICOM files into `out_dir` (same relative names); returns a BatchResult."""
+    """Anonymize files and folders of DICOM files into `out_dir`; returns a BatchResult.
+
+    Output names are neutral (`study_NNN/image_NNNN.dcm`) and the original names go to the CSV `mapping`
+    (default: `<out_dir>_names.csv` beside the output folder), or with `keep_names` the relative input names are
+    kept (they may hold identifiers). The result's `mapping` attribute is the mapping file or None.
+    """
     from sonokit.io.batch import run_batch
 
+    out_dir = Path(out_dir)
     pairs, errors = plan_outputs(sources, out_dir)
     if not pairs and errors:
         raise InputError("; ".join(message for _, message in errors))
+    mapping_path = None
+    if not keep_names:
+        pairs = neutral_outputs(pairs, out_dir)
+        mapping_path = write_name_mapping(pairs, out_dir, Path(mapping or default_mapping_path(out_dir)))
     result = run_batch(
         pairs,
         lambda pair: anonymize_file(pair[0], pair[1], mask_pixels=mask_pixels, uid_salt=uid_salt),
@@ -502,4 +575,5 @@ def anonymize_paths(
         desc="anonymize",
     )
     result.errors[:0] = errors
+    result.mapping = mapping_path
     return result

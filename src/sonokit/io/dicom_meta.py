@@ -6,6 +6,7 @@ identifier can reach `Cine.meta`, `sonokit info` or a log line, whatever the sca
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sonokit.utils.logs import get_logger
@@ -22,7 +23,7 @@ def _float(value: Any) -> float | None:
         out = float(value)
     except (TypeError, ValueError):
         return None
-    return out if out == out else None  # NaN is no value
+    return out if math.isfinite(out) else None  # NaN and infinity are no value (inf spacing, inf frame time)
 
 
 def _first(value: Any) -> Any:
@@ -88,6 +89,11 @@ def tissue_region(ds: Any) -> dict[str, Any] | None:
     return best
 
 
+def _plausible(mm: float) -> bool:
+    """A pixel of an ultrasound image is between 1 micrometre and 10 cm; anything else is a broken header."""
+    return 1e-3 <= mm <= 100.0
+
+
 def spacing_mm(ds: Any) -> tuple[tuple[float, float] | None, str | None, str | None]:
     """(dy, dx) in mm per pixel, where it came from, and a note when a header value could not be trusted.
 
@@ -101,7 +107,10 @@ def spacing_mm(ds: Any) -> tuple[tuple[float, float] | None, str | None, str | N
     if region is not None:
         x0, y0, x1, y1 = region["box"]
         if x1 <= cols and y1 <= rows and x0 >= 0 and y0 >= 0:
-            return (region["delta_y"] * 10.0, region["delta_x"] * 10.0), "ultrasound_region", None
+            dy, dx = region["delta_y"] * 10.0, region["delta_x"] * 10.0
+            if not (_plausible(dy) and _plausible(dx)):
+                return None, None, f"ultrasound region spacing {dy:.3g} x {dx:.3g} mm is implausible"
+            return (dy, dx), "ultrasound_region", None
         note = (
             f"ultrasound region box {region['box']} lies outside the {cols}x{rows} image "
             "(resized after acquisition?)"
@@ -110,7 +119,7 @@ def spacing_mm(ds: Any) -> tuple[tuple[float, float] | None, str | None, str | N
     spacing = ds.get("PixelSpacing", None)
     if spacing is not None and len(spacing) == 2:
         dy, dx = _float(spacing[0]), _float(spacing[1])
-        if dy and dx and dy > 0 and dx > 0:
+        if dy and dx and _plausible(dy) and _plausible(dx):
             return (dy, dx), "PixelSpacing", None
     return None, None, None
 

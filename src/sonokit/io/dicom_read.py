@@ -16,6 +16,7 @@ Rendering to uint8, the only pixel type the rest of sonokit sees:
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from sonokit.errors import InputError
 from sonokit.io.cine import Cine
 from sonokit.io.dicom_meta import frame_rate, spacing_mm, summary
+from sonokit.io.limits import check_frame_size
 from sonokit.utils.logs import get_logger
 
 log = get_logger(__name__)
@@ -220,9 +222,15 @@ class DicomSource:
         self.path = path
         self.uid = uid
         self.n_frames = n_frames
-        self.plugin = preferred_plugin(uid)
-        self._file: BinaryIO | None = open(path, "rb")  # closed by close()
+        self._inflated: bytes | None = None
+        if uid == "1.2.840.10008.1.2.1.99":  # Deflated Explicit VR: pydicom's frame readers need it inflated
+            self._inflated, self.uid = _inflate(path), "1.2.840.10008.1.2.1"
+        self.plugin = preferred_plugin(self.uid)
+        self._file: BinaryIO | None = self._open()  # closed by close()
         self.render = Renderer(ds, self._raw, n_frames)
+
+    def _open(self) -> BinaryIO:
+        return io.BytesIO(self._inflated) if self._inflated is not None else open(self.path, "rb")  # noqa: SIM115
 
     def _handle(self) -> BinaryIO:
         if self._file is None:
@@ -265,7 +273,7 @@ class DicomSource:
         # Sequential decoding of all frames walks the fragments once; a separate handle lets frame() calls and
         # several iterations run side by side on the same Cine.
         everything = indices == list(range(self.n_frames))
-        with open(self.path, "rb") as f:
+        with self._open() as f:
             frames = iter_pixels(
                 f,
                 indices=None if everything else indices,
@@ -295,6 +303,22 @@ class DicomSource:
         self.close()
 
 
+def _inflate(path: Path) -> bytes:
+    """The file re-encoded as plain Explicit VR Little Endian (its pixels are uncompressed inside the deflate)."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    try:
+        with quiet_pydicom():
+            ds = pydicom.dcmread(path, force=True)
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    except Exception as err:
+        raise InputError(f"cannot inflate the deflated DICOM ({short_reason(err)})", path) from err
+    return buf.getvalue()
+
+
 def number_of_frames(ds: Any, path: Path) -> int:
     if "NumberOfFrames" not in ds:
         return 1
@@ -317,6 +341,11 @@ def open_dicom(path: str | Path) -> Cine:
         )
     uid = _check_decoder(ds, path)
     n_frames = number_of_frames(ds, path)
+    try:
+        rows, cols, samples = int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"invalid Rows/Columns ({short_reason(err)})", path) from None
+    check_frame_size(path, rows, cols, frames=n_frames, channels=samples)
     source = DicomSource(path, ds, uid, n_frames)
     try:
         first = source.get(0)

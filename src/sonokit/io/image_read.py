@@ -7,6 +7,7 @@ by 257 to keep the colour balance; alpha is dropped; BGR becomes RGB.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from sonokit.errors import InputError
 from sonokit.io.cine import Cine
+from sonokit.io.limits import check_frame_size
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -57,12 +59,36 @@ class ImageSource:
         pass
 
 
+def _check_declared_size(path: Path) -> None:
+    """Refuse an image whose header declares an absurd size before decoding it (Pillow reads only the header)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                channels = len(img.getbands())
+    except Image.DecompressionBombError as err:
+        raise InputError(f"declares too many pixels to decode ({err})", path) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return  # OpenCV may still read it; its own failure is reported below
+    check_frame_size(path, height, width, channels=channels)
+
+
 def open_image(path: str | Path) -> Cine:
     """Decode an image file now (it is one frame) and wrap it as a Cine."""
     import cv2
 
     path = Path(path)
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    _check_declared_size(path)
+    # Read the bytes in Python and decode from memory: OpenCV's own file opening crashes on names that are not
+    # UTF-8.
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror or err})", path) from err
+    raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if raw is None or raw.size == 0:
         raise InputError(
             "not a readable image (OpenCV cannot decode it: corrupt, truncated or wrong extension)", path

@@ -20,7 +20,9 @@ import numpy as np
 
 from sonokit.errors import InputError
 from sonokit.io.cine import Cine
+from sonokit.io.limits import check_frame_size
 from sonokit.utils.logs import get_logger
+from sonokit.utils.paths import opencv_path
 
 log = get_logger(__name__)
 
@@ -38,8 +40,12 @@ class VideoSource:
 
         self.path = path
         self.n_frames = n_frames
-        self._cap: Any = cv2.VideoCapture(str(path))
+        with opencv_path(path) as name:  # OpenCV crashes on names that are not UTF-8
+            self._cap: Any = cv2.VideoCapture(name)
         self._pos = 0  # index of the frame the next read() returns
+        # Frame 0 as decoded: open_video decodes it first, and reading from the start again would need a seek
+        # back, which fails in a 1-frame AVI (FFmpeg); it also saves that seek on every full read.
+        self._first: np.ndarray | None = None
 
     def _capture(self) -> Any:
         if self._cap is None:
@@ -50,6 +56,8 @@ class VideoSource:
         import cv2
 
         cap = self._capture()
+        if index == 0 and self._first is not None:
+            return self._first.copy()
         if index != self._pos:
             if self._pos < index <= self._pos + _MAX_GRAB_GAP:
                 while self._pos < index:
@@ -64,7 +72,10 @@ class VideoSource:
             self._pos = -1  # unknown; the next access seeks
             raise self._fail(index)
         self._pos = index + 1
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
+        if index == 0:
+            self._first = frame.copy()
+        return frame
 
     def _fail(self, index: int) -> InputError:
         return InputError(
@@ -90,7 +101,8 @@ class VideoSource:
 def _count_frames(path: Path) -> int:
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
+    with opencv_path(path) as name:
+        cap = cv2.VideoCapture(name)
     count = 0
     try:
         while cap.grab():
@@ -121,6 +133,13 @@ def open_video(path: str | Path) -> Cine:
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         codec = _fourcc(cap)
+        check_frame_size(
+            path,
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            frames=max(reported, 1),
+            channels=3,
+        )
         source.n_frames = max(reported, 1)
         try:
             first = source.get(0)

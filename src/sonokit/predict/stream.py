@@ -28,7 +28,8 @@ import torch
 from sonokit.data.cache import transient
 from sonokit.errors import InputError, SonokitError
 from sonokit.predict.runner import LoadedRun, public_columns
-from sonokit.utils import get_logger, progress
+from sonokit.utils import atomic_write_text, get_logger, progress
+from sonokit.utils.paths import is_utf8, printable
 
 if TYPE_CHECKING:
     from sonokit.predict.uncertainty import UncertaintyColumns
@@ -125,25 +126,41 @@ def _identity(x: Any) -> Any:
 
 
 def _worker_init(worker_id: int) -> None:
+    from sonokit.utils.procs import die_with_parent
+
     torch.set_num_threads(1)  # decoding workers must not compete with the model's threads
+    die_with_parent()  # a killed predict must not leave its workers (and their frames) behind
 
 
 # ---------------------------------------------------------------------------------------------- the CSV
 
 
+def committed_path(partial: Path) -> Path:
+    """Sidecar holding the byte length of `partial` up to the last complete, fsynced write."""
+    return partial.with_name(partial.name + ".committed")
+
+
 class CsvAppender:
-    """Append DataFrames to a CSV with one header; one write + flush + fsync per call."""
+    """Append DataFrames to a CSV with one header; one write + fsync per call, then the committed length.
+
+    A write that fails half-way (a full disk) or a kill during it leaves rows of a file that is not complete;
+    the committed length (`<partial>.committed`, replaced atomically after each fsync) says where the complete
+    writes end, and `--resume` cuts the file back there, so a file counts as done only when all its rows are.
+    Paths that are not UTF-8 are written as their original bytes (surrogateescape).
+    """
 
     def __init__(self, path: Path, fresh: bool) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if fresh or not path.exists():
-            path.write_text("", encoding="utf-8")
+            path.write_bytes(b"")
+            committed_path(path).unlink(missing_ok=True)
         self.columns: list[str] | None = None
         if path.stat().st_size:
-            self.columns = pd.read_csv(path, nrows=0).columns.tolist()
+            self.columns = pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns.tolist()
         self._warned = False
-        self.fh = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
+        self.fh = open(path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
+        self.committed = path.stat().st_size
 
     def write(self, df: pd.DataFrame) -> None:
         if df.empty:
@@ -159,12 +176,47 @@ class CsvAppender:
                 )
                 self._warned = True
             df = df.reindex(columns=self.columns, fill_value="")
-        self.fh.write(df.to_csv(index=False, header=header, lineterminator="\n"))
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        data = df.to_csv(index=False, header=header, lineterminator="\n").encode("utf-8", "surrogateescape")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self.fh.write(view) :]
+            os.fsync(self.fh.fileno())
+        except OSError as err:
+            try:  # give the space back and leave only complete files; --resume cuts here too
+                os.ftruncate(self.fh.fileno(), self.committed)
+            except OSError:
+                pass
+            if header:
+                self.columns = None
+            raise InputError(
+                f"cannot write ({err.strerror or err}); rerun with --resume when there is space", self.path
+            ) from None
+        self.committed += len(data)
+        try:
+            atomic_write_text(committed_path(self.path), f"{self.committed}\n")
+        except OSError:
+            pass  # the previous committed length is still a safe (earlier) place to resume from
 
     def close(self) -> None:
         self.fh.close()
+
+
+def _cut_to_committed(path: Path) -> None:
+    """Drop rows after the last complete write (see CsvAppender); without a sidecar cut a torn last line."""
+    marker = committed_path(path)
+    size = path.stat().st_size
+    if marker.exists():
+        try:
+            committed = int(marker.read_text(encoding="ascii").strip())
+        except (ValueError, OSError):
+            committed = None
+        if committed is not None and committed < size:
+            log.warning("%s: dropping %d bytes after the last complete write", path, size - committed)
+            with open(path, "r+b") as fh:
+                fh.truncate(committed)
+            return
+    _repair_tail(path)
 
 
 def _repair_tail(path: Path) -> None:
@@ -183,11 +235,11 @@ def _previous_rows(out: Path, partial: Path, model_name: str) -> set[str]:
         partial.write_bytes(out.read_bytes())
     if not partial.exists():
         return set()
-    _repair_tail(partial)
+    _cut_to_committed(partial)
     if partial.stat().st_size == 0:
         return set()
     try:
-        prev = pd.read_csv(partial, dtype=str, keep_default_na=False)
+        prev = pd.read_csv(partial, dtype=str, keep_default_na=False, encoding_errors="surrogateescape")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(f"cannot resume: not a readable predictions CSV ({err})", partial) from err
     if "path" not in prev.columns:
@@ -200,7 +252,7 @@ def _previous_rows(out: Path, partial: Path, model_name: str) -> set[str]:
                 "choose another --out or delete the file",
                 partial,
             )
-    return {str(Path(p).resolve()) for p in prev["path"].unique()}
+    return {done_key(p) for p in prev["path"].unique()}
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -230,6 +282,43 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str], 
             errors.append(str(err))
     unique = list(dict.fromkeys(files))  # keep table order, drop repeats
     return unique, errors, tables
+
+
+# ---------------------------------------------------------------------------------------------- odd names
+
+
+class NameAliases:
+    """Files whose names are not UTF-8 are predicted through ASCII symlinks in a private temporary folder:
+    pandas' text columns (the tasks' item tables) cannot hold such names. The CSV gets the printable name
+    (`\\xNN` for each undecodable byte), which is also what --resume matches."""
+
+    def __init__(self) -> None:
+        self.display: dict[str, str] = {}  # alias path -> printable original path
+        self._dir: Path | None = None
+
+    def add(self, path: Path) -> Path:
+        if is_utf8(path):
+            return path
+        import tempfile
+
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="sonokit-names-"))
+        suffix = path.suffix if is_utf8(path.suffix) else ""
+        alias = self._dir / f"file{len(self.display):06d}{suffix}"
+        os.symlink(os.path.abspath(path), alias)
+        self.display[str(alias)] = printable(path)
+        return alias
+
+    def close(self) -> None:
+        if self._dir is not None:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def done_key(path: str | Path) -> str:
+    """How a file is matched against the rows of an earlier run (see NameAliases for odd names)."""
+    return str(Path(path if is_utf8(path) else printable(path)).resolve())
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -269,6 +358,7 @@ class _Stream:
         self.done_index = 0  # items with index < done_index are through the model
         self.files_done = 0
         self.rows = 0
+        self.display: dict[str, str] = {}  # alias path -> name to write (NameAliases)
 
     def add(self, prep: _Prepared) -> None:
         rows = prep.rows
@@ -329,6 +419,8 @@ class _Stream:
         preds["model"] = self.run.name
         order = {f.path: i for i, f in enumerate(files)}
         preds = preds.iloc[np.argsort(preds["path"].map(order).to_numpy(), kind="stable")]
+        if self.display:
+            preds["path"] = preds["path"].map(lambda p: self.display.get(str(p), p))
         preds = public_columns(preds)
         self.writer.write(preds)
         self.files_done += len(files)
@@ -374,7 +466,7 @@ def stream_predict(
                 "%s exists from an unfinished run; starting over (pass --resume to continue it)", partial
             )
         done = set()
-    todo = [f for f in files if str(Path(f).resolve()) not in done]
+    todo = [f for f in files if done_key(f) not in done]
     result = StreamResult(
         None, files_skipped=len(files) - len(todo), errors=errors, backend=backend_name(run)
     )
@@ -383,6 +475,9 @@ def stream_predict(
     writer = CsvAppender(partial, fresh=not resume)
     bs = batch_size or run.cfg.eval_batch_size or run.cfg.batch_size
     stream = _Stream(run, writer, bs, lookup, extra)
+    aliases = NameAliases()
+    todo = [aliases.add(Path(f)) for f in todo]
+    stream.display = aliases.display
     loader = torch.utils.data.DataLoader(
         FileItems(run.task, todo),
         batch_size=None,
@@ -395,18 +490,22 @@ def stream_predict(
     try:
         for prep in progress(loader, desc="predict", total=len(todo), unit="file"):
             if prep.error is not None:
-                errors.append(prep.error)
+                shown = aliases.display.get(prep.path)
+                errors.append(prep.error.replace(prep.path, shown) if shown else prep.error)
                 continue
             stream.add(prep)
         stream.finish()
     finally:
         writer.close()
+        aliases.close()
         if extra is not None:
             extra.close()
     result.files_done, result.rows = stream.files_done, stream.rows
     if partial.stat().st_size == 0:
         partial.unlink()
+        committed_path(partial).unlink(missing_ok=True)
         return result
     os.replace(partial, out)
+    committed_path(partial).unlink(missing_ok=True)
     result.path = out
     return result

@@ -31,6 +31,8 @@ log = get_logger(__name__)
 # Temporal std (grey levels) above which a pixel counts as changing. JPEG noise on static text stays below it;
 # speckle, even in dark cavities, mostly exceeds it, and the geometric fit fills what it misses.
 _STD_THRESHOLD = 1.0
+# Frames with a longer side above this are analysed on a downscaled copy (bounded time and memory).
+DETECT_MAX_SIDE = 1024
 # A fitted shape is accepted when it overlaps the candidate at least this much (IoU). A rectangle must match
 # more closely: it has no dark bays to excuse a gap, and a loose rectangle swallows side panels.
 _ACCEPT_SECTOR = 0.85
@@ -376,6 +378,8 @@ def detect_sector(frames: np.ndarray, *, min_area_frac: float = 0.05) -> SectorG
     """
     h, w = image_shape(frames)
     gray = gray_stack(frames)
+    if max(h, w) > DETECT_MAX_SIDE:
+        return _detect_downscaled(gray, min_area_frac)
     cand, cue = candidate_mask(gray, min_area_frac)
     if cand.sum() < min_area_frac * h * w:
         raise InputError(
@@ -396,6 +400,21 @@ def detect_sector(frames: np.ndarray, *, min_area_frac: float = 0.05) -> SectorG
     if score >= _ACCEPT_LINEAR:
         return linear
     return SectorGeometry("region", cand, mask_bbox(cand))
+
+
+def _detect_downscaled(gray: np.ndarray, min_area_frac: float) -> SectorGeometry:
+    """Detect on a copy whose longer side is DETECT_MAX_SIDE and scale the geometry back: the morphology's
+    kernels grow with the frame, so full-size work on a huge frame takes minutes for no better mask."""
+    h, w = gray.shape[1:]
+    scale = DETECT_MAX_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.stack([cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in gray])
+    geo = detect_sector(small, min_area_frac=min_area_frac)
+    sx, sy = w / size[0], h / size[1]
+    mask = cv2.resize(geo.mask.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    apex = None if geo.apex is None else (geo.apex[0] * sx, geo.apex[1] * sy)
+    radii = None if geo.radii is None else (geo.radii[0] * sy, geo.radii[1] * sy)
+    return SectorGeometry(geo.kind, mask, mask_bbox(mask), apex, geo.angles_deg, radii)
 
 
 def apply_mask(frames: np.ndarray, geometry: SectorGeometry) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 
 from sonokit.errors import InputError
 from sonokit.utils import get_logger
+from sonokit.utils.paths import opencv_path, printable
 
 log = get_logger(__name__)
 
@@ -36,7 +37,8 @@ def detect_kind(folder: Path) -> str:
 def _read_frames(path: Path, indices: list[int] | None = None) -> list[np.ndarray]:
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
+    with opencv_path(path) as name:  # OpenCV crashes on a name that is not UTF-8
+        cap = cv2.VideoCapture(name)
     if not cap.isOpened():
         raise InputError("OpenCV cannot open this video", path)
     frames = []
@@ -53,6 +55,17 @@ def _read_frames(path: Path, indices: list[int] | None = None) -> list[np.ndarra
     if indices is None:
         return frames
     return [frames[min(i, len(frames) - 1)] for i in indices]
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    """A grayscale image through OpenCV, whatever bytes its name holds."""
+    import cv2
+
+    with opencv_path(path) as name:
+        img = cv2.imread(name, cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise InputError("cannot read image", path)
+    return img
 
 
 def _label(img: np.ndarray, text: str, color: tuple[int, int, int] = (255, 220, 0)) -> np.ndarray:
@@ -124,7 +137,7 @@ def _psax_tiles(folder: Path, n: int, scale: int) -> list[np.ndarray]:
     boxes["calcified"] = [int(labels.loc[p, "label"]) for p in boxes["path"]]
     tiles = []
     for b in _balanced(boxes, "calcified", n):
-        img = _rgb(cv2.imread(str(folder / b["path"]), cv2.IMREAD_GRAYSCALE), scale)
+        img = _rgb(_read_gray(folder / b["path"]), scale)
         calc = int(labels.loc[b["path"], "label"]) == 1
         color = (255, 60, 60) if calc else (60, 255, 60)
         p1 = (int(round(b["x1"] * scale)), int(round(b["y1"] * scale)))
@@ -147,16 +160,13 @@ def _lus_tiles(folder: Path, n: int, scale: int) -> list[np.ndarray]:
 
 
 def _fetal_tiles(folder: Path, n: int, scale: int) -> list[np.ndarray]:
-    import cv2
     import pandas as pd
 
     table = pd.read_csv(folder / "FETAL_PLANES_DB_data.csv", sep=";")
     tiles = []
     for _, row in table.head(n).iterrows():
         path = folder / "Images" / f"{row['Image_name']}.png"
-        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            raise InputError("cannot read image", path)
+        img = _read_gray(path)
         text = str(row["Plane"])
         if row["Brain_plane"] not in ("Not A Brain", "Other"):
             text = f"{text} ({row['Brain_plane']})"
@@ -213,5 +223,5 @@ def montage(
     if not tiles:
         raise InputError("the dataset has no items to draw", folder)
     write_image(out_png, _grid(tiles, min(cols, len(tiles))))
-    log.info("wrote a %s montage of %d items to %s", kind, len(tiles), out_png)
+    log.info("wrote a %s montage of %d items to %s", kind, len(tiles), printable(out_png))
     return Path(out_png)

@@ -39,6 +39,8 @@ class ClassificationOptions(TaskOptions):
     train_frames_per_epoch: int | None = Field(None, ge=1)
     predict_every: int = 1  # prediction on new videos: every n-th frame gets a row
     gradcam_samples: int = 0  # Grad-CAM overlays of this many test images in plots/
+    # a table listing one file under two groups, splits or labels: "refuse" (an error) or "keep" (a warning)
+    conflicting_rows: Literal["refuse", "keep"] = "refuse"
 
 
 class ClassificationTask(Task):
@@ -65,6 +67,8 @@ class ClassificationTask(Task):
             kw["group_col"] = self.cfg.group_col
         if self.cfg.split_col:
             kw["split_col"] = self.cfg.split_col
+        if self.opts.conflicting_rows != "refuse":
+            kw["conflicting_rows"] = self.opts.conflicting_rows
         df = load_index(self.cfg.data, **kw)
         if "label" not in df.columns:
             raise InputError("the dataset has no labels", self.cfg.data)

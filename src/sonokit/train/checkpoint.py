@@ -34,7 +34,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_weights(path: str | Path, model: nn.Module, card: dict[str, Any] | None = None) -> Path:
     """model.safetensors: contiguous CPU tensors, the model card as JSON under metadata[CARD_KEY]."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
     metadata = {"format": "pt"}
@@ -42,7 +42,13 @@ def save_weights(path: str | Path, model: nn.Module, card: dict[str, Any] | None
         metadata[CARD_KEY] = json.dumps(card, default=str)
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        # Serialised in memory, written by Python: a write error (full disk) is an OSError naming the file,
+        # where safetensors' own writer raises a SafetensorError with the reason in its text.
+        data = save(state, metadata=metadata)
+        try:
+            tmp.write_bytes(data)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(path)) from err
     return path
 
 
@@ -114,11 +120,37 @@ def _lists_to_tuples(obj: Any) -> Any:
     return tuple(_lists_to_tuples(o) for o in obj) if isinstance(obj, list) else obj
 
 
+class _KeepWriteError:
+    """A binary file that keeps its write error: torch.save reports a failed write (a full disk) only as
+    "unexpected pos", without the reason."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Atomic torch.save: a kill during the write leaves the previous checkpoint intact."""
+    """Atomic torch.save: a kill during the write leaves the previous checkpoint intact; a write error is an
+    OSError naming the checkpoint."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        out = _KeepWriteError(fh)
+        try:
+            torch.save(state, out)
+        except RuntimeError as err:
+            if out.error is None:
+                raise
+            raise OSError(out.error.errno, out.error.strerror, str(path)) from err
     return path
 
 

@@ -39,6 +39,7 @@ from sonokit.train.checkpoint import (
 )
 from sonokit.train.config import TrainConfig
 from sonokit.utils import atomic_write_text, get_logger, progress, seed_everything, write_csv
+from sonokit.utils.atomic import remove_stale_temps
 
 log = get_logger(__name__)
 
@@ -46,6 +47,7 @@ SPLITS = ("train", "val", "test")
 LOG_COLUMNS = ["epoch", "phase", "loss", "metric", "seconds", "lr"]
 CHECKPOINT = "checkpoint_last.pt"
 WEIGHTS = "model.safetensors"
+CARD = "model_card.json"  # written last: its presence marks a finished run
 LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "ece", "video_mae", "ssim_mae", "point_error"})
 
 
@@ -136,9 +138,12 @@ def _worker_init(worker_id: int) -> None:
     # torch seeds each worker from the loader's generator; numpy and random follow from it
     import random
 
+    from sonokit.utils.procs import die_with_parent
+
     s = torch.initial_seed() % 2**32
     np.random.seed(s)  # noqa: NPY002 (third-party code in workers draws from the legacy global RNG)
     random.seed(s)
+    die_with_parent()  # a killed training run must not leave its workers behind
 
 
 def make_loader(
@@ -271,6 +276,7 @@ class Trainer:
         self.device = dist.device
         self.callbacks = list(callbacks)
         self.dtype = amp_dtype(self.cfg, self.device)
+        self.fresh = not self.cfg.resume  # False: continue from the checkpoint
         self.metric_name, self.mode = task.monitor
         if self.cfg.monitor and self.cfg.monitor != self.metric_name:
             self.metric_name = self.cfg.monitor
@@ -279,14 +285,28 @@ class Trainer:
     # -------------------------------------------------------------------- setup
 
     def _check_run_dir(self) -> None:
+        """Refuse to overwrite a run, or to resume one without a checkpoint; a folder left by a run that
+        stopped before its first checkpoint (a full disk in epoch 1: weights but no checkpoint) starts over,
+        with or without --resume, so neither rerun is stuck."""
         ckpt = self.run_dir / CHECKPOINT
+        finished = (self.run_dir / CARD).exists()  # a finished run whose checkpoint was deleted
         if self.cfg.resume:
-            if not ckpt.is_file():
+            if ckpt.is_file():
+                return
+            if finished or not self.run_dir.is_dir():
                 raise InputError(f"cannot resume: no {CHECKPOINT} in the run folder", self.run_dir)
-        elif ckpt.exists() or (self.run_dir / WEIGHTS).exists():
+            log.warning(
+                "%s: stopped before its first checkpoint, nothing to resume: starting over", self.run_dir
+            )
+            self.fresh = True
+        elif ckpt.exists() or finished:
             raise InputError(
                 "run folder already holds a run; pass --resume to continue it, or choose another --out",
                 self.run_dir,
+            )
+        elif (self.run_dir / WEIGHTS).exists():
+            log.warning(
+                "%s: weights of a run stopped before its first checkpoint: starting over", self.run_dir
             )
 
     def _setup(self) -> None:
@@ -401,12 +421,17 @@ class Trainer:
     def run(self) -> Path:
         self._check_run_dir()  # every rank checks (read-only), so no rank waits at a barrier for a failed one
         D.barrier(self.dist)
+        if self.dist.is_main:
+            # a killed write (SIGKILL skips atomic_path's clean-up) leaves a temporary file; never read, removed
+            stale = sum(remove_stale_temps(d) for d in (self.run_dir, self.run_dir / "plots"))
+            if stale:
+                log.info("removed %d temporary file(s) left by a killed run in %s", stale, self.run_dir)
         self._setup()
-        state = self._resume() if self.cfg.resume else RunState()
+        state = RunState() if self.fresh else self._resume()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-            if not self.cfg.resume:
+            if self.fresh:
                 from sonokit.evaluate.runner import save_splits
 
                 save_splits(self.index, self.run_dir)
@@ -630,7 +655,7 @@ class Trainer:
                     model_name=self.run_dir.name,
                 )
         card = self.card(results, state)
-        atomic_write_json(self.run_dir / "model_card.json", card)
+        atomic_write_json(self.run_dir / CARD, card)
         save_weights(self.run_dir / WEIGHTS, model, card)
         plot_training_curves(
             self.run_dir / "log.csv", self.run_dir / "plots" / "training_curves.png", self.metric_name

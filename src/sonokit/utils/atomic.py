@@ -8,10 +8,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from sonokit.utils.paths import is_utf8, temp_stem
+
+# atomic_path's temporary names: "." + temp_stem (at most 40 of [A-Za-z0-9_.-]) + "." + mkstemp's 8 random
+# characters + the final suffix (at most 16 characters, no "/").
+_TEMP_NAME = re.compile(r"\.[A-Za-z0-9_.-]{1,40}\.[a-z0-9_]{8}(\.[^/]{1,15})?")
 
 
 @contextlib.contextmanager
@@ -23,7 +30,13 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    # An ASCII temporary name: a 254-byte final name still fits, and OpenCV can take a name that is not UTF-8.
+    end = suffix or path.suffix
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{temp_stem(path.stem)}.",
+        suffix=end if is_utf8(end) and len(end) <= 16 else "",
+        dir=path.parent,
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -35,6 +48,20 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete the temporary files atomic_path left in `folder` when its process was killed (SIGKILL skips
+    the clean-up); the number removed. Call it only where no other process writes at the same time (a run
+    folder when its run starts): a live writer's temporary file has the same shape."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -54,7 +81,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def write_csv(df: Any, path: str | Path, **kwargs: Any) -> Path:
-    """Write a pandas DataFrame to CSV atomically."""
+    """Write a pandas DataFrame to CSV atomically.
+
+    File names that are not UTF-8 are written back as their original bytes (surrogateescape), so a path
+    column still names the file exactly; read such a CSV with encoding_errors="surrogateescape".
+    """
+    kwargs.setdefault("errors", "surrogateescape")
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, **kwargs)
     return Path(path)
