@@ -439,7 +439,14 @@ class ClassifyTask(ClassificationTask):
         "Research and teaching: image classification on any labelled ultrasound image folder or table. "
         "Not validated for any clinical purpose."
     )
-    defaults = {"model": "tinycnn", "size": 96, "epochs": 15, "batch_size": 32, "lr": 0.005}
+    defaults = {
+        "model": "tinycnn",
+        "size": 96,
+        "epochs": 15,
+        "batch_size": 32,
+        "lr": 0.005,
+        "channels_last": True,
+    }
 
 
 @register_task
@@ -456,6 +463,7 @@ class FetalPlaneTask(ClassificationTask):
         "batch_size": 32,
         "lr": 0.005,
         "augment": {"hflip": True},
+        "channels_last": True,
         "options": {"gradcam_samples": 8},
     }
 
@@ -489,6 +497,7 @@ class LUSTask(ClassificationTask):
         "batch_size": 32,
         "lr": 0.005,
         "augment": {"hflip": True},
+        "channels_last": True,
         "options": {
             "classes": ["0", "1", "2", "3"],
             "video_rule": "max",
