@@ -7,8 +7,9 @@ iterated:
                         (timed for at most --old-seconds; frames/s is what a training epoch would get)
     first epoch         an empty disk cache: each file is decoded and preprocessed once while the epoch runs
     cached              every later epoch, fold and run: frames memory-mapped from the cache
-    train epoch         one real training epoch on cached data (forward, backward, step), for the share of
-                        an epoch spent waiting for data
+    train epoch         one real training epoch on cached data; its data share is the epoch minus the same
+                        training steps run on batches already in memory (reading, augmenting, collating)
+    1 worker            the same epoch with a DataLoader worker preparing batches while the model trains
 Data: `lus` on the BLUS-sized set of blus_like.py (360 MP4 cines 350x350x100), `ef` on simulated EchoNet AVIs,
 `fetal-plane` on simulated stills. Prints a markdown table.
 
@@ -69,7 +70,23 @@ def _pass(loader, limit_s: float | None = None) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
-def bench(task_name: str, data: str, work: Path, old_seconds: float) -> dict:
+def _compute_only(trainer: Trainer, batches: list) -> float:
+    """Seconds of the training steps alone (forward, loss, backward, step) on batches already in memory."""
+    from sonokit.train.engine import to_device
+
+    task, cfg = trainer.task, trainer.cfg
+    trainer.net.train()
+    start = time.perf_counter()
+    for batch in batches:
+        batch = to_device(batch, trainer.device, cfg.channels_last)
+        loss = task.loss(task.forward(trainer.net, batch), batch)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+    return time.perf_counter() - start
+
+
+def bench(task_name: str, data: str, work: Path, old_seconds: float, workers: int = 1) -> dict:
     cls = get_task(task_name)
     cfg = resolve_config(task_name, overrides={"data": data, "n_boot": 0}, task_defaults=cls.defaults)
     task = cls(cfg)
@@ -91,6 +108,15 @@ def bench(task_name: str, data: str, work: Path, old_seconds: float) -> dict:
     start = time.perf_counter()
     trainer._train_one_epoch(1)
     epoch_s = time.perf_counter() - start
+    compute_s = _compute_only(trainer, list(loader))
+    workers_s = None
+    if workers:  # the same epoch with DataLoader workers preparing batches while the model trains
+        trainer.cfg = trainer.cfg.model_copy(update={"num_workers": workers})
+        trainer.train_loader = trainer._train_loader()
+        _use_cache(trainer.train_ds, cache_dir, 256)
+        start = time.perf_counter()
+        trainer._train_one_epoch(2)
+        workers_s = time.perf_counter() - start
     return {
         "task": task_name,
         "model": f"{cfg.model} {cfg.size}px",
@@ -102,7 +128,10 @@ def bench(task_name: str, data: str, work: Path, old_seconds: float) -> dict:
         "cached": cached_n / cached_s,
         "cached_s": cached_s,
         "epoch_s": epoch_s,
-        "share": cached_s / epoch_s,
+        "share": max(epoch_s - compute_s, 0.0) / epoch_s,
+        "compute_s": compute_s,
+        "workers": workers,
+        "workers_s": workers_s,
         "mb": summarize(cache_dir).bytes / 2**20,
     }
 
@@ -128,14 +157,15 @@ def main() -> None:
     )
     print(
         "| task | model | files | items/epoch | old frames/s | first epoch (builds cache) | cached frames/s "
-        "| cached loader pass | train epoch | data share of epoch | cache size |"
+        "| train epoch | of which data (epoch - steps alone) | epoch with 1 worker | cache size |"
     )
     print("|" + "---|" * 11)
     for r in rows:
+        with_workers = f"{r['workers_s']:.1f} s" if r["workers_s"] is not None else "-"
         print(
             f"| {r['task']} | {r['model']} | {r['files']} | {r['items']} | {r['old']:.1f} | "
-            f"{r['first_s']:.1f} s ({r['first']:.0f}/s) | {r['cached']:.0f} | {r['cached_s']:.1f} s | "
-            f"{r['epoch_s']:.1f} s | {100 * r['share']:.1f}% | {r['mb']:.0f} MB |"
+            f"{r['first_s']:.1f} s ({r['first']:.0f}/s) | {r['cached']:.0f} | {r['epoch_s']:.1f} s | "
+            f"{r['epoch_s'] - r['compute_s']:.1f} s ({100 * r['share']:.1f}%) | {with_workers} | {r['mb']:.0f} MB |"
         )
     print(
         "\nspeed-up (cached vs old frames/s): "

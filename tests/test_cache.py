@@ -193,3 +193,16 @@ def test_cache_cli_info_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     out = runner.invoke(app, ["cache", "clear"])
     assert out.exit_code == 0 and "freed" in out.output
     assert summarize(tmp_path / "cache").entries == 0 and not _entries(tmp_path / "cache")
+
+
+def test_an_unwritable_cache_folder_falls_back_to_memory(tmp_path: Path, caplog) -> None:
+    video = _noise_video(tmp_path / "clip.avi", n=4)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    cache = PreprocessedCache(LetterboxRecipe(16), root=blocker / "cache")
+    with caplog.at_level("WARNING"):
+        frames = cache.frames(video)
+    assert frames.shape == (4, 16, 16, 1) and not isinstance(frames, np.memmap) and not cache.on_disk
+    assert "preprocessing in memory" in caplog.text
+    direct = PreprocessedCache(LetterboxRecipe(16), root=None).frames(video)
+    assert np.array_equal(frames, direct)

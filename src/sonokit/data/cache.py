@@ -184,7 +184,20 @@ class PreprocessedCache:
             self._open.move_to_end(key)
             self.hits += 1
             return found
-        entry = self._load_or_build(Path(path)) if self.on_disk else self._build_in_memory(Path(path))
+        entry = None
+        if self.on_disk:
+            try:
+                entry = self._load_or_build(Path(path))
+            except OSError as err:  # read-only or full cache folder: train on, without the disk cache
+                log.warning(
+                    "cannot use the preprocessed cache in %s (%s); preprocessing in memory instead "
+                    "(set SONOKIT_CACHE to a writable folder)",
+                    self.root,
+                    err.strerror or err,
+                )
+                self._root = None
+        if entry is None:
+            entry = self._build_in_memory(Path(path))
         self._remember(key, entry)
         return entry
 
