@@ -206,3 +206,22 @@ def test_an_unwritable_cache_folder_falls_back_to_memory(tmp_path: Path, caplog)
     assert "preprocessing in memory" in caplog.text
     direct = PreprocessedCache(LetterboxRecipe(16), root=None).frames(video)
     assert np.array_equal(frames, direct)
+
+
+def test_echo_entry_of_a_long_scanner_sized_cine_streams_and_equals_read_prepared(tmp_path: Path) -> None:
+    import dataclasses
+
+    from sonokit.echo.frames import DETECT_FRAMES, EchoRecipe, read_prepared
+    from sonokit.synth.echo import render_echo, sample_echo_case
+
+    case = dataclasses.replace(sample_echo_case(seed=0, index=1), n_frames=DETECT_FRAMES + 36)
+    video = write_video(tmp_path / "long.avi", render_echo(case, 160).frames, fps=50.0)  # needs a sector crop
+    direct, _ = read_prepared(video, 64)
+    cache = PreprocessedCache(EchoRecipe(64), root=tmp_path / "cache")
+    entry = cache.entry(video)
+    assert entry.frames.shape[0] == DETECT_FRAMES + 36 and entry.frames.shape[1:3] == (64, 64)
+    assert np.array_equal(np.asarray(entry.frames), direct.frames)
+    assert entry.meta["transform"][:6] == [
+        direct.transform.x0, direct.transform.y0, direct.transform.scale,
+        direct.transform.pad_x, direct.transform.pad_y, direct.transform.size,
+    ]  # fmt: skip

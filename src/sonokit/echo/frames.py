@@ -46,14 +46,32 @@ def prepare_frames(
     return (out, transform, sector) if geometry else (out, transform)
 
 
+#: Sector detection looks at this many frames spread over a cine, so a 1,000-frame study needs no more memory.
+DETECT_FRAMES = 64
+
+
+def probe_indices(n_frames: int) -> list[int]:
+    """The frames `compact` judges colour on: every (n/4)-th."""
+    return list(range(0, n_frames, max(1, n_frames // 4)))
+
+
+def detection_indices(n_frames: int) -> np.ndarray:
+    """At most DETECT_FRAMES frames, evenly spread: what the sector detection of a cine looks at."""
+    return np.unique(np.linspace(0, n_frames - 1, min(n_frames, DETECT_FRAMES)).round().astype(np.int64))
+
+
+def is_bmode_rgb(probe: np.ndarray) -> bool:
+    """RGB frames whose channels agree within 3 grey levels: B-mode stored as RGB (as EchoNet does)."""
+    if probe.ndim != 4:
+        return False
+    spread = np.abs(probe[..., 0].astype(np.int16) - probe[..., 1]).max()
+    return bool(max(spread, np.abs(probe[..., 1].astype(np.int16) - probe[..., 2]).max()) <= 3)
+
+
 def compact(frames: np.ndarray) -> np.ndarray:
-    """RGB frames whose channels agree (B-mode stored as RGB, as EchoNet does) become gray: a third the memory."""
-    if frames.ndim == 4:
-        probe = frames[:: max(1, len(frames) // 4)]
-        spread = np.abs(probe[..., 0].astype(np.int16) - probe[..., 1]).max()
-        spread = max(spread, np.abs(probe[..., 1].astype(np.int16) - probe[..., 2]).max())
-        if spread <= 3:
-            return np.ascontiguousarray(frames[..., 1])
+    """RGB frames whose channels agree (B-mode stored as RGB) become gray: a third the memory."""
+    if is_bmode_rgb(frames[probe_indices(len(frames))]):
+        return np.ascontiguousarray(frames[..., 1])
     return frames
 
 
@@ -117,7 +135,7 @@ def load_study(path: str | Path, sizes: set[int] | list[int], keep_original: boo
     try:
         for size in sorted(set(sizes)):
             if original.shape[1:3] != (size, size) and sector is None:
-                sector = detect_sector(original)
+                sector = detect_sector(original[detection_indices(len(original))])
             out, transform, geo = prepare_frames(original, size, geometry=True, sector=sector)
             prepared[size] = PreparedCine(
                 path, compact(out), fps, spacing, transform, original.shape[1:3], geo
@@ -146,15 +164,46 @@ class EchoRecipe:
         return f"echo:size={int(self.size)}"
 
     def build(self, path: Path, allocate) -> dict:
-        cine, _ = read_prepared(path, self.size)
-        allocate(cine.frames.shape)[:] = cine.frames
-        t = cine.transform
-        return {
-            "fps": cine.fps,
-            "spacing_mm": list(cine.spacing_mm) if cine.spacing_mm is not None else None,
-            "original_shape": list(cine.original_shape),
-            "transform": [t.x0, t.y0, t.scale, t.pad_x, t.pad_y, t.size, list(t.original_shape)],
-        }
+        """The frames of `read_prepared`, written one at a time: memory of one original frame, not of the cine."""
+        from sonokit.io import open_cine
+        from sonokit.preprocess import crop_square, detect_sector
+
+        size = self.size
+        with open_cine(path) as c:
+            n = c.n_frames
+            if n < 3:
+                raise InputError(f"{n} frame(s): an LV or EF measurement needs a cine", path)
+            sector = None
+            if (c.height, c.width) != (size, size):
+                try:
+                    sector = detect_sector(np.stack(list(c.iter_frames(detection_indices(n).tolist()))))
+                except InputError as err:
+                    raise InputError(str(err), path) from err
+
+            def prepare(frames: np.ndarray) -> tuple[np.ndarray, CropTransform]:
+                return (
+                    (frames, identity_transform(size))
+                    if sector is None
+                    else crop_square(frames, sector, size)
+                )
+
+            probe, transform = prepare(np.stack(list(c.iter_frames(probe_indices(n)))))
+            gray = is_bmode_rgb(probe)
+            out = allocate((n, size, size) if gray or probe.ndim == 3 else (n, size, size, 3))
+            done = 0
+            for i, frame in enumerate(c):
+                square = prepare(frame)[0]
+                out[i] = square[..., 1] if gray else square
+                done = i + 1
+            if done != n:
+                raise InputError(f"decoded {done} of {n} frames: truncated or corrupt", path)
+            t = transform
+            return {
+                "fps": c.fps,
+                "spacing_mm": list(c.spacing_mm) if c.spacing_mm is not None else None,
+                "original_shape": [c.height, c.width],
+                "transform": [t.x0, t.y0, t.scale, t.pad_x, t.pad_y, t.size, list(t.original_shape)],
+            }
 
 
 class PreparedStore:
