@@ -76,7 +76,8 @@ def main() -> None:
         calibrate(plain, files[: args.unique])
     fast = copy.deepcopy(plain)
     for m in fast:  # what load_echo_models does
-        channels_last_model(m.run.model)
+        if m.role == "video":
+            channels_last_model(m.run.model)
     variants = [("before: sequential, default layout", plain, 0)] + [
         (f"channels-last, {'sequential' if w == 0 else f'prefetch {w}'}", fast, w) for w in [0, *args.workers]
     ]

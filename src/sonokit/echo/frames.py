@@ -47,7 +47,7 @@ def prepare_frames(
 
 
 #: Sector detection looks at this many frames spread over a cine, so a 1,000-frame study needs no more memory.
-DETECT_FRAMES = 64
+DETECT_FRAMES = 256
 
 
 def probe_indices(n_frames: int) -> list[int]:
