@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,28 @@ def read_gray(path: str | Path, frame: int = 0, min_side: int = 1) -> np.ndarray
     return image
 
 
+def _build_frames(
+    path: Path,
+    allocate,
+    frame_shape: Callable[[Any], tuple[int, ...]],
+    convert: Callable[[np.ndarray], np.ndarray],
+) -> dict:
+    """Decode `path` one frame at a time into `allocate((F, *frame_shape(cine)))`, converting each frame."""
+    with _opened(path) as cine:
+        n = len(cine)
+        if n <= 0:
+            raise InputError("file has no frames", path)
+        out = allocate((n, *frame_shape(cine)))
+        done = 0
+        for i, frame in enumerate(cine):
+            out[i] = convert(np.asarray(frame))
+            done = i + 1
+        meta = {"fps": cine.fps, "height": cine.height, "width": cine.width}
+    if done != n:
+        raise InputError(f"decoded {done} of {n} frames: truncated or corrupt", path)
+    return meta
+
+
 @dataclass(frozen=True)
 class LetterboxRecipe:
     """Every frame of a file (a still image is one frame) letterboxed to size x size with `channels` channels.
@@ -126,19 +148,8 @@ class LetterboxRecipe:
     def build(self, path: Path, allocate) -> dict:
         from sonokit.preprocess.resize import letterbox, to_channels
 
-        with _opened(path) as cine:
-            n = len(cine)
-            if n <= 0:
-                raise InputError("file has no frames", path)
-            out = allocate((n, self.size, self.size, self.channels))
-            done = 0
-            for i, frame in enumerate(cine):
-                out[i] = letterbox(to_channels(np.asarray(frame), self.channels), self.size)
-                done = i + 1
-            meta = {"fps": cine.fps, "height": cine.height, "width": cine.width}
-        if done != n:
-            raise InputError(f"decoded {done} of {n} frames: truncated or corrupt", path)
-        return meta
+        s, c = self.size, self.channels
+        return _build_frames(path, allocate, lambda _: (s, s, c), lambda f: letterbox(to_channels(f, c), s))
 
 
 @dataclass(frozen=True)
@@ -148,18 +159,9 @@ class GrayRecipe:
     key: str = "gray:original"
 
     def build(self, path: Path, allocate) -> dict:
-        with _opened(path) as cine:
-            n = len(cine)
-            if n <= 0:
-                raise InputError("file has no frames", path)
-            out = allocate((n, cine.height, cine.width))
-            done = 0
-            for i, frame in enumerate(cine):
-                out[i] = read_gray_array(np.asarray(frame), path)
-                done = i + 1
-        if done != n:
-            raise InputError(f"decoded {done} of {n} frames: truncated or corrupt", path)
-        return {}
+        return _build_frames(
+            path, allocate, lambda cine: (cine.height, cine.width), lambda f: read_gray_array(f, path)
+        )
 
 
 class FrameCache:
