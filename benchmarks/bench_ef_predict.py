@@ -40,7 +40,9 @@ def make_videos(folder: Path, n: int, unique: int) -> list[Path]:
     for i in range(unique):
         path = folder / f"src_{i:03d}.avi"
         if not path.exists():
-            case = dataclasses.replace(sample_echo_case(seed=0, index=i), n_frames=int(rng.integers(100, 201)))
+            case = dataclasses.replace(
+                sample_echo_case(seed=0, index=i), n_frames=int(rng.integers(100, 201))
+            )
             write_video(path, render_echo(case, 112).frames, fps=50.0)
         sources.append(path)
     files = []
@@ -53,7 +55,9 @@ def make_videos(folder: Path, n: int, unique: int) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=220)
     parser.add_argument("--unique", type=int, default=20)
     parser.add_argument("--roles", default="ef", help="comma list of ef, lv-seg, lv-trace (untrained models)")
@@ -62,7 +66,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("bench_data/ef_predict"))
     args = parser.parse_args()
     files = make_videos(args.data_dir, args.n, args.unique)
-    models = [trained_model(r) for r in args.run] or [fresh_model(r, get_default(r)) for r in args.roles.split(",")]
+    models = [trained_model(r) for r in args.run] or [
+        fresh_model(r, get_default(r)) for r in args.roles.split(",")
+    ]
     predict_studies(files[:3], models, workers=0)  # warm-up: allocator, first-call overheads
 
     results = []
