@@ -33,9 +33,10 @@ test: lint browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
-# speed benchmarks; bench_ef_accuracy.py trains two EF models (about an hour on 2 CPU cores): run it on its own
+# speed benchmarks; bench_ef_accuracy.py trains two EF models (about an hour on 2 CPU cores) and bench_real.py
+# trains on real data from ../shared (about 20 minutes): run those on their own
 bench: $(STAMP)
-	for f in $(filter-out benchmarks/bench_ef_accuracy.py,$(wildcard benchmarks/bench_*.py)); do \
+	for f in $(filter-out benchmarks/bench_ef_accuracy.py benchmarks/bench_real.py,$(wildcard benchmarks/bench_*.py)); do \
 		$(BIN)/python $$f || exit 1; done
 
 clean:

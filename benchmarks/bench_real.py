@@ -75,6 +75,7 @@ RECIPES: dict[str, Recipe] = {
     "default": Recipe("`sonokit train classify` defaults (src/sonokit/configs/classify.yaml)"),
     "tiny-128": Recipe("tinycnn, input 128", {"size": 128}),
     "tiny-160": Recipe("tinycnn, input 160", {"size": 160}),
+    "tiny-e30": Recipe("tinycnn, input 96, 30 epochs, patience 8", {"epochs": 30, "patience": 8}),
     "tiny-128-e30": Recipe(
         "tinycnn, input 128, 30 epochs, patience 8", {"size": 128, "epochs": 30, "patience": 8}
     ),
@@ -334,8 +335,8 @@ def time_epoch(ds: Dataset, out: Path, names: list[str], batches: int) -> list[s
     from sonokit.train.engine import Trainer, to_device
 
     lines = [
-        "| recipe | model | size | s/batch | batches/epoch | s/epoch (est.) |",
-        "|---|---|---|---|---|---|",
+        "| recipe | model | size | network s/batch | data s/batch | batches/epoch | s/epoch (est.) |",
+        "|---|---|---|---|---|---|---|",
     ]
     index, _, folds = index_and_folds(ds)
     for name in names:

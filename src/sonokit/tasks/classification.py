@@ -435,7 +435,14 @@ class ClassifyTask(ClassificationTask):
         "Research and teaching: image classification on any labelled ultrasound image folder or table. "
         "Not validated for any clinical purpose."
     )
-    defaults = {"model": "tinycnn", "size": 96, "epochs": 15, "batch_size": 32, "lr": 0.005}
+    defaults = {
+        "model": "tinycnn",
+        "size": 96,
+        "epochs": 15,
+        "batch_size": 32,
+        "lr": 0.005,
+        "channels_last": True,
+    }
 
 
 @register_task
@@ -451,6 +458,7 @@ class FetalPlaneTask(ClassificationTask):
         "epochs": 15,
         "batch_size": 32,
         "lr": 0.005,
+        "channels_last": True,
         "augment": {"hflip": True},
         "options": {"gradcam_samples": 8},
     }
@@ -484,6 +492,7 @@ class LUSTask(ClassificationTask):
         "epochs": 12,
         "batch_size": 32,
         "lr": 0.005,
+        "channels_last": True,
         "augment": {"hflip": True},
         "options": {
             "classes": ["0", "1", "2", "3"],
