@@ -148,6 +148,32 @@ def test_kfold_never_leaks_a_patient(table) -> None:
         assert not (by_split["val"] & by_split["test"])
 
 
+def test_given_folds_are_used_as_given_and_a_leaking_fold_column_is_refused(table) -> None:
+    from sonokit.data import load_index
+    from sonokit.train.cv import fold_indices
+
+    index = load_index(table)
+    patient = index["group"].str[1:].astype(int)
+    index["kFold"] = patient % 3 + 1  # published folds, numbered from 1
+    folds = fold_indices(index, 3, seed=0, fold_col="kFold")
+    assert [sorted(set(index.loc[test, "kFold"])) for _, test in folds] == [[1], [2], [3]]
+    assert all(len(train) + len(test) == len(index) for train, test in folds)
+    assert fold_indices(index, 0, seed=0, fold_col="kFold")[1][1].tolist() == folds[1][1].tolist()
+    with pytest.raises(InputError, match="holds 3 folds"):
+        fold_indices(index, 5, seed=0, fold_col="kFold")
+    index.loc[0, "kFold"] = 3 if index.loc[0, "kFold"] != 3 else 1  # one image of a patient moved
+    with pytest.raises(InputError, match="more than one fold"):
+        fold_indices(index, 3, seed=0, fold_col="kFold")
+    with pytest.raises(InputError, match="not in the table"):
+        fold_indices(index, 3, seed=0, fold_col="fold")
+
+
+def test_config_hash_of_runs_without_fold_col_is_unchanged(tmp_path, table) -> None:
+    cfg = config(table, tmp_path / "run")
+    assert "fold_col" not in cfg.semantic_dict()
+    assert cfg.hash() != cfg.model_copy(update={"fold_col": "kFold"}).hash()
+
+
 @pytest.mark.slow
 def test_cross_validation_runs_every_fold(tmp_path, table) -> None:
     import json

@@ -59,6 +59,9 @@ def train_cmd(
     config: Path | None = typer.Option(None, "--config", help="YAML config; flags override it."),
     seed: int | None = typer.Option(None, "--seed"),
     folds: int | None = typer.Option(None, "--folds", min=0, help="Stratified group k-fold CV with K folds."),
+    fold_col: str | None = typer.Option(
+        None, "--fold-col", help="With --folds: take the folds from this column (e.g. published folds)."
+    ),
     group_col: str | None = typer.Option(None, "--group-col", help="Patient column of a table."),
     label_col: str | None = typer.Option(None, "--label-col"),
     path_col: str | None = typer.Option(None, "--path-col"),
@@ -100,6 +103,7 @@ def train_cmd(
         "lr": lr,
         "seed": seed,
         "folds": folds,
+        "fold_col": fold_col,
         "group_col": group_col,
         "label_col": label_col,
         "path_col": path_col,

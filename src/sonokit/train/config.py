@@ -18,6 +18,8 @@ from sonokit.errors import InputError
 
 # Fields that say where things are or how fast they run, not what is learned: left out of the config hash.
 _NON_SEMANTIC = ("data", "out", "resume", "num_workers", "threads", "device")
+# Fields added after runs were trained without them: hashed only when set, so those runs keep their hash.
+_HASHED_WHEN_SET = ("fold_col",)
 
 
 class TrainConfig(BaseModel):
@@ -37,6 +39,11 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     folds: int = Field(0, ge=0, description="k-fold cross-validation when >= 2")
+    fold_col: str | None = Field(
+        None,
+        description="k-fold takes its held-out folds from this column of the table (a dataset's published "
+        "patient-wise folds) instead of drawing them; it must hold `folds` distinct values",
+    )
 
     # input
     size: int = Field(128, ge=8, description="square input side in pixels")
@@ -113,7 +120,11 @@ class TrainConfig(BaseModel):
         return expand(self.mean, "mean"), expand(self.std, "std")
 
     def semantic_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if k not in _NON_SEMANTIC}
+        return {
+            k: v
+            for k, v in self.model_dump().items()
+            if k not in _NON_SEMANTIC and not (k in _HASHED_WHEN_SET and v is None)
+        }
 
     def hash(self) -> str:
         """12 hex digits of sha256 over the fields that change what is learned."""

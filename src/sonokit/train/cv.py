@@ -25,11 +25,44 @@ from sonokit.utils import atomic_write_json, atomic_write_text, get_logger
 log = get_logger(__name__)
 
 
-def fold_indices(index: pd.DataFrame, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_indices(
+    index: pd.DataFrame, k: int, seed: int, fold_col: str | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_idx, test_idx) per fold: drawn by stratified group k-fold, or read from `fold_col`."""
     from sonokit.data import stratified_group_kfold
 
     groups = index["group"] if "group" in index.columns else index["path"]
+    if fold_col:
+        return given_folds(index, fold_col, k, groups)
     return stratified_group_kfold(index["label"] if "label" in index.columns else None, groups, k, seed)
+
+
+def given_folds(
+    index: pd.DataFrame, fold_col: str, k: int, groups: pd.Series
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The table's own folds (sorted by value), so results compare with others who used the same published
+    folds. A fold column that splits a patient across folds is refused: it would leak that patient."""
+    if fold_col not in index.columns:
+        raise InputError(f"fold column {fold_col!r} is not in the table (columns: {list(index.columns)})")
+    values = index[fold_col]
+    if values.isna().any() or (values.astype(str).str.strip() == "").any():
+        raise InputError(f"fold column {fold_col!r} has empty cells: every row needs a fold")
+    keys = values.astype(str).str.strip()
+    unique = sorted(keys.unique())
+    numbers = pd.to_numeric(pd.Series(unique), errors="coerce")
+    names = [u for _, u in sorted(zip(numbers, unique, strict=True))] if numbers.notna().all() else unique
+    if len(names) < 2:
+        raise InputError(f"fold column {fold_col!r} holds {len(names)} fold: k-fold needs at least 2")
+    if k and len(names) != k:
+        raise InputError(f"fold column {fold_col!r} holds {len(names)} folds ({names[:10]}), but folds = {k}")
+    split_groups = keys.groupby(groups.astype(str).to_numpy()).nunique()
+    if (split_groups > 1).any():
+        raise InputError(
+            f"fold column {fold_col!r} puts {int((split_groups > 1).sum())} patient(s) (group) in more than one "
+            "fold: the held-out folds would leak them"
+        )
+    rows = np.arange(len(index))
+    return [(rows[(keys != name).to_numpy()], rows[(keys == name).to_numpy()]) for name in names]
 
 
 def fold_index(index: pd.DataFrame, test_idx: np.ndarray, cfg: TrainConfig) -> pd.DataFrame:
@@ -60,7 +93,7 @@ def summarise(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def cross_validate(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
-    """Train cfg.folds runs into <out>/fold_<i> and write <out>/metrics_cv.json."""
+    """Train cfg.folds runs (or one per value of cfg.fold_col) into <out>/fold_<i>; write <out>/metrics_cv.json."""
     from sonokit.evaluate.report import write_report
     from sonokit.train.engine import default_run_dir, fit
 
@@ -71,7 +104,10 @@ def cross_validate(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     task.setup_classes(index)
     if "split" in index.columns and (index["split"] != "").any():
         log.info("k-fold re-splits the whole dataset by patient; the table's own split column is not used")
-    folds = fold_indices(index, k, cfg.seed)
+    folds = fold_indices(index, k, cfg.seed, cfg.fold_col)
+    k = len(folds)  # with fold_col and no --folds: as many as the column holds
+    if cfg.fold_col:
+        log.info("k-fold uses the table's folds in column %r", cfg.fold_col)
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     if is_main:
         root.mkdir(parents=True, exist_ok=True)
@@ -80,7 +116,9 @@ def cross_validate(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     for i, (_, test_idx) in enumerate(folds):
         run_dir = root / f"fold_{i}"
         resume = cfg.resume and (run_dir / "checkpoint_last.pt").is_file()
-        fold_cfg = cfg.model_copy(update={"folds": 0, "out": str(run_dir), "resume": resume})
+        fold_cfg = cfg.model_copy(
+            update={"folds": 0, "fold_col": None, "out": str(run_dir), "resume": resume}
+        )
         fold_task = get_task(cfg.task)(fold_cfg)
         fold_task.classes = task.classes
         log.info("fold %d/%d: %d held-out rows", i + 1, k, len(test_idx))
@@ -92,6 +130,7 @@ def cross_validate(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     summary = {
         "folds": k,
         "held_out": "test split of each fold (patients never shared between folds)",
+        "fold_col": cfg.fold_col,
         "metrics": summarise(per_fold),
         "runs": [f"fold_{i}" for i in range(k)],
     }

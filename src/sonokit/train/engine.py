@@ -680,8 +680,9 @@ def fit(task: Task, index: pd.DataFrame, run_dir: str | Path, callbacks: Sequenc
 
 
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> Path:
-    """Train from a resolved config: a single run, or k-fold cross-validation when cfg.folds >= 2."""
-    if cfg.folds >= 2:
+    """Train from a resolved config: a single run, or k-fold cross-validation when cfg.folds >= 2 or the folds
+    are given by cfg.fold_col."""
+    if cfg.folds >= 2 or cfg.fold_col:
         from sonokit.train.cv import cross_validate
 
         return cross_validate(cfg, callbacks)
