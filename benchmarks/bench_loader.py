@@ -8,7 +8,8 @@ iterated:
     first epoch         an empty disk cache: each file is decoded and preprocessed once while the epoch runs
     cached              every later epoch, fold and run: frames memory-mapped from the cache
     train epoch         one real training epoch on cached data; its data share is the epoch minus the same
-                        training steps run on batches already in memory (reading, augmenting, collating)
+                        training steps run on batches already in memory (reading, augmenting, collating);
+                        "reading + collating alone" is a loader pass with the augmentation switched off
     1 worker            the same epoch with a DataLoader worker preparing batches while the model trains
 Data: `lus` on the BLUS-sized set of blus_like.py (360 MP4 cines 350x350x100), `ef` on simulated EchoNet AVIs,
 `fetal-plane` on simulated stills. Prints a markdown table.
@@ -20,6 +21,7 @@ Data: `lus` on the BLUS-sized set of blus_like.py (360 MP4 cines 350x350x100), `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -58,6 +60,18 @@ def _holder(ds):
 def _use_cache(ds, root: Path | None, max_open: int) -> None:
     holder = _holder(ds)
     holder.cache = PreprocessedCache(holder.cache.recipe, root=root, max_open=max_open)
+
+
+@contextlib.contextmanager
+def _no_augmentation(ds):
+    """The dataset without its training augmentation: what is left is reading from the cache and collating."""
+    name, off = ("augment", None) if hasattr(ds, "augment") else ("train", False)
+    saved = getattr(ds, name)
+    setattr(ds, name, off)
+    try:
+        yield
+    finally:
+        setattr(ds, name, saved)
 
 
 def _pass(loader, limit_s: float | None = None) -> tuple[int, float]:
@@ -105,6 +119,8 @@ def bench(task_name: str, data: str, work: Path, old_seconds: float, workers: in
     _use_cache(ds, cache_dir, 256)
     first_n, first_s = _pass(loader)
     cached_n, cached_s = _pass(loader)
+    with _no_augmentation(ds):
+        _, read_s = _pass(loader)
     start = time.perf_counter()
     trainer._train_one_epoch(1)
     epoch_s = time.perf_counter() - start
@@ -121,7 +137,7 @@ def bench(task_name: str, data: str, work: Path, old_seconds: float, workers: in
         "task": task_name,
         "model": f"{cfg.model} {cfg.size}px",
         "files": files,
-        "items": len(ds),
+        "items": len(loader.sampler),
         "old": old_n / old_s,
         "first": first_n / first_s,
         "first_s": first_s,
@@ -129,6 +145,7 @@ def bench(task_name: str, data: str, work: Path, old_seconds: float, workers: in
         "cached_s": cached_s,
         "epoch_s": epoch_s,
         "share": max(epoch_s - compute_s, 0.0) / epoch_s,
+        "read_s": read_s,
         "compute_s": compute_s,
         "workers": workers,
         "workers_s": workers_s,
@@ -157,15 +174,17 @@ def main() -> None:
     )
     print(
         "| task | model | files | items/epoch | old frames/s | first epoch (builds cache) | cached frames/s "
-        "| train epoch | of which data (epoch - steps alone) | epoch with 1 worker | cache size |"
+        "| train epoch | of which data (epoch - steps alone) | reading + collating alone | epoch with 1 worker "
+        "| cache size |"
     )
-    print("|" + "---|" * 11)
+    print("|" + "---|" * 12)
     for r in rows:
         with_workers = f"{r['workers_s']:.1f} s" if r["workers_s"] is not None else "-"
         print(
             f"| {r['task']} | {r['model']} | {r['files']} | {r['items']} | {r['old']:.1f} | "
             f"{r['first_s']:.1f} s ({r['first']:.0f}/s) | {r['cached']:.0f} | {r['epoch_s']:.1f} s | "
-            f"{r['epoch_s'] - r['compute_s']:.1f} s ({100 * r['share']:.1f}%) | {with_workers} | {r['mb']:.0f} MB |"
+            f"{r['epoch_s'] - r['compute_s']:.1f} s ({100 * r['share']:.1f}%) | "
+            f"{r['read_s']:.1f} s ({100 * r['read_s'] / r['epoch_s']:.1f}%) | {with_workers} | {r['mb']:.0f} MB |"
         )
     print(
         "\nspeed-up (cached vs old frames/s): "
