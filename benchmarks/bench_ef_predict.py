@@ -5,6 +5,8 @@ models, build the CSV rows. Compared in one run, on the same files and the same 
     before              decode, then model, one study after the other, weights in the default layout
     channels-last       the models and their inputs in the channels-last layout (oneDNN's fast 3D convs)
     prefetch N          N threads decode and prepare the next studies while the models run (--workers N)
+    folded + grey       what `sonokit ef predict` does now (echo.predict.prepare_for_prediction): BatchNorm folded
+                        into the convolutions, grey clips fed as one channel instead of three copies
 and the EF values must agree with the first row's (max |difference| printed). Videos: simulated apical four-chamber
 cines at 112x112 (EchoNet's size, so no sector crop, as on EchoNet-Dynamic), 100-200 frames at 50 fps, MJPG AVI;
 --unique of them are rendered and copied to --n files (decode cost does not depend on the picture). Models are
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from bench_ef import fresh_model, trained_model
-from sonokit.echo.predict import predict_studies
+from sonokit.echo.predict import predict_studies, prepare_for_prediction
 from sonokit.io import write_video
 from sonokit.train.engine import channels_last_model
 
@@ -75,12 +77,15 @@ def main() -> None:
     if not args.run:  # untrained weights give one EF for every video: calibrate BatchNorm on real clips
         calibrate(plain, files[: args.unique])
     fast = copy.deepcopy(plain)
-    for m in fast:  # what load_echo_models does
+    for m in fast:  # the previous release's load_echo_models
         if m.role == "video":
             channels_last_model(m.run.model)
-    variants = [("before: sequential, default layout", plain, 0)] + [
-        (f"channels-last, {'sequential' if w == 0 else f'prefetch {w}'}", fast, w) for w in [0, *args.workers]
-    ]
+    prepared = [prepare_for_prediction(m) for m in copy.deepcopy(plain)]  # today's load_echo_models
+    variants = (
+        [("before: sequential, default layout", plain, 0)]
+        + [(f"channels-last, {_mode(w)}", fast, w) for w in [0, *args.workers]]
+        + [(f"folded + grey, channels-last, {_mode(w)}", prepared, w) for w in args.workers]
+    )
     results = []
     for label, models, workers in variants:
         predict_studies(files[:3], models, workers=0)  # warm-up: allocator, first-call overheads
@@ -105,6 +110,10 @@ def main() -> None:
         print(
             f"| {label} | {len(ef)} | {seconds:.1f} | {seconds / len(ef):.3f} | {base_s / seconds:.2f}x | {diff:.2g} |"
         )
+
+
+def _mode(workers: int) -> str:
+    return "sequential" if workers == 0 else f"prefetch {workers}"
 
 
 def calibrate(models: list, files: list[Path]) -> None:

@@ -252,6 +252,41 @@ def test_ef_predict_prefetching_gives_the_sequential_rows_in_input_order(predict
     assert np.isfinite(sequential["ef"].iloc[[0, 3, 4]]).all()
 
 
+def test_ef_predict_keeps_every_answer_when_the_lv_model_finds_nothing(predicted, runs) -> None:
+    """An LV model that outlines nothing (its output bias pushed far below zero) gives a flagged NaN, not a lost
+    row: the video model's EF becomes the headline and the row says why the LV answer is missing."""
+    import torch
+
+    from sonokit.echo.predict import load_echo_models, measure_study
+
+    seg, video = load_echo_models([runs["seg"], runs["ef"]], "cpu")
+    with torch.no_grad():
+        seg.run.model.out.bias.fill_(-1e4)
+    row = measure_study(predicted["video"], [seg, video]).row
+    assert math.isnan(row["ef_seg"]) and math.isnan(row["edv_seg"])
+    assert "no LV found" in row["flags_seg"] and "no LV outline at ED or ES" in row["flags_seg"]
+    assert math.isfinite(row["ef_video"]) and row["ef"] == row["ef_video"] and row["ef_source"] == "video"
+    assert row["flags"].startswith("seg: no LV found") and row["flags_video"] == ""
+    assert row["class"] and row["n_frames"] > 0
+
+
+def test_prepared_video_model_gives_the_unprepared_ef(predicted, runs) -> None:
+    """BatchNorm folded and grey clips fed once (prepare_for_prediction) change EF by float rounding only, on the
+    real colour-coded DICOM, its AVI and a simulated cine."""
+    from sonokit.echo.predict import EchoModel, load_echo_models, predict_studies
+    from sonokit.predict.runner import load_run
+
+    prepared = load_echo_models([runs["ef"]], "cpu")
+    assert prepared[0].gray
+    plain = [EchoModel(load_run(runs["ef"], "cpu"), "video", "video")]
+    inputs = [predicted["inputs"][0], predicted["avi"], predicted["video"]]
+    a, _ = predict_studies(inputs, prepared, workers=0)
+    b, _ = predict_studies(inputs, plain, workers=0)
+    assert np.isfinite(b["ef"]).all() and b["ef"].std() > 0
+    np.testing.assert_allclose(a["ef"], b["ef"], atol=1e-3)
+    np.testing.assert_allclose(a["ef_video_sd"], b["ef_video_sd"], atol=1e-3)
+
+
 def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_root, tmp_path) -> None:
     """Same cine as AVI (no spacing: pixels**3) and as DICOM with spacing (mL): the volumes differ by the model
     pixel's volume, (original spacing x crop pixel size)**3 / 1000 (the seg run works at 64 px, so the crop

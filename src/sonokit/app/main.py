@@ -220,10 +220,12 @@ def show_echo(r: StudyResult) -> None:
     )
     c1.metric("EF", _fmt(e.ef, 1, " %"), help=f"EF from the {e.ef_source} model. {e.interval_note}")
     c1.caption(interval)
+    if e.flags:
+        st.warning(f"Check this answer: {e.flags}")
     if e.curve is not None:
         c2.metric(f"EDV ({e.volume_unit})", _fmt(e.edv))
         c3.metric(f"ESV ({e.volume_unit})", _fmt(e.esv))
-    else:
+    elif not e.flags:
         c2.caption(
             "EDV, ESV, contour and beats need an LV model (lv-seg or lv-trace): pick one in the sidebar."
         )

@@ -153,6 +153,7 @@ def _echo_html(r: StudyResult) -> str:
         f"<b>{html.escape(e.heart_class)}</b> ({html.escape(e.thresholds)} thresholds)</p>",
         f'<p class="muted">{html.escape(e.interval_note)}; EF from {html.escape(e.ef_source)}; '
         f"models: {html.escape(', '.join(e.models))}</p>",
+        f"<p><b>Check this answer:</b> {html.escape(e.flags)}</p>" if e.flags else "",
         _kv(
             {
                 "EF video model": _fmt(e.ef_video, " %"),

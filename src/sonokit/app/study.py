@@ -133,6 +133,7 @@ class EchoResult:
     n_frames: int = 0
     overlay_webm: bytes | None = None
     row: dict[str, Any] = field(default_factory=dict)  # predict_study's full row (the CSV)
+    flags: str = ""  # why (part of) the answer should not be trusted, per model (the row's `flags`)
 
 
 @dataclass
@@ -429,13 +430,14 @@ def _floats(text: Any) -> list[float]:
 
 
 def _echo(models: Models, path: Path, workdir: Path, options: Options) -> EchoResult:
-    from sonokit.echo.predict import measure_lv, predict_study
+    from sonokit.echo.predict import measure_study
 
     echo_models = [_with_clip(m, options.frames, options.period) for m in models.echo]
     # predict_study takes its headline EF from the first model
     echo_models.sort(key=lambda m: (m.role == "video") != (options.ef_headline == "video"))
     overlay = workdir / "overlay.webm"
-    row = predict_study(path, echo_models, options.thresholds, overlay=overlay)
+    measured = measure_study(path, echo_models, options.thresholds, overlay=overlay)
+    row = measured.row
     video = next((m for m in echo_models if m.role == "video"), None)
     lv = next((m for m in echo_models if m.role != "video"), None)
     res = EchoResult(
@@ -448,6 +450,7 @@ def _echo(models: Models, path: Path, workdir: Path, options: Options) -> EchoRe
         fps=_positive(row.get("fps")),
         n_frames=int(row["n_frames"]),
         row=row,
+        flags=str(row.get("flags", "")),
     )
     if overlay.is_file():
         res.overlay_webm = overlay.read_bytes()
@@ -473,19 +476,16 @@ def _echo(models: Models, path: Path, workdir: Path, options: Options) -> EchoRe
                 {"beat": i + 1, "ed": int(a), "es": int(b), "ef": e}
                 for i, (a, b, e) in enumerate(zip(ed, es, efs, strict=False))
             ]
-        # the chart: the same model on the same frames (predict_study keeps its curve to itself)
-        from sonokit.echo.frames import read_prepared
-
-        cine, _ = read_prepared(path, lv.run.cfg.size)
-        lvr = measure_lv(lv, cine)
-        ms = cine.model_spacing_mm
-        if ms is not None:
-            res.curve, res.curve_label = lvr.area * ms[0] * ms[1] / 100.0, "LV area (cm²)"
-        else:
-            res.curve, res.curve_label = lvr.area.astype(float), "LV area (model pixels²)"
-        res.ed, res.es = [b.ed for b in lvr.beats], [b.es for b in lvr.beats]
-        for b, v_ed, v_es in zip(res.beats, lvr.edv, lvr.esv, strict=False):
-            b["edv"], b["esv"] = v_ed, v_es
+        lvr = measured.lv.get(k)  # None when the LV model failed on this cine (its flags say why)
+        if lvr is not None:
+            ms = lvr.spacing_mm
+            if ms is not None:
+                res.curve, res.curve_label = lvr.area * ms[0] * ms[1] / 100.0, "LV area (cm²)"
+            else:
+                res.curve, res.curve_label = lvr.area.astype(float), "LV area (model pixels²)"
+            res.ed, res.es = [b.ed for b in lvr.beats], [b.es for b in lvr.beats]
+            for b, v_ed, v_es in zip(res.beats, lvr.edv, lvr.esv, strict=False):
+                b["edv"], b["esv"] = v_ed, v_es
     return res
 
 

@@ -39,6 +39,7 @@ class EchoModel:
     run: Any  # sonokit.predict.runner.LoadedRun
     role: str  # "video" | "seg" | "trace"
     key: str  # column suffix
+    gray: bool = False  # the video model also takes one-channel grey clips (prepare_for_prediction)
 
 
 def load_echo_models(run_dirs: list[str | Path], device: str = "auto") -> list[EchoModel]:
@@ -47,21 +48,36 @@ def load_echo_models(run_dirs: list[str | Path], device: str = "auto") -> list[E
 
     if not run_dirs:
         raise InputError("no model given: pass --run RUN_DIR (an ef, lv-seg or lv-trace run), repeatable")
-    from sonokit.train.engine import channels_last_model
-
     models: list[EchoModel] = []
     for d in run_dirs:
         run = load_run(d, device)
         role = ROLES.get(run.task.name)
         if role is None:
             raise InputError(f"a {run.task.name!r} run; ef predict takes ef, lv-seg and lv-trace runs", d)
-        if (
-            role == "video"
-        ):  # 1.3-1.6x faster 3D convs on a CPU, the same EF to the last bit (bench_ef_predict.py)
-            channels_last_model(run.model)
         same = sum(m.role == role for m in models)
-        models.append(EchoModel(run, role, role if same == 0 else f"{role}{same + 1}"))
+        models.append(
+            prepare_for_prediction(EchoModel(run, role, role if same == 0 else f"{role}{same + 1}"))
+        )
     return models
+
+
+def prepare_for_prediction(model: EchoModel) -> EchoModel:
+    """Make a loaded model cheaper to run, with the same outputs to float rounding (bench_ef_predict.py):
+    BatchNorm folded into the convolutions; a video model in the channels-last layout (oneDNN's fast 3D
+    convolutions) and, when its three input channels are one grey cine with one mean and std, fed that grey
+    channel once. The model is changed in place and is for prediction only from then on."""
+    from sonokit.models.inference import fold_batchnorm
+    from sonokit.train.engine import channels_last_model
+
+    net = model.run.model.eval()
+    fold_batchnorm(net)
+    if model.role == "video":
+        channels_last_model(net)
+        mean, std = model.run.cfg.channel_stats()
+        if len(set(mean)) == 1 and len(set(std)) == 1 and hasattr(net, "accept_gray_input"):
+            net.accept_gray_input()
+            model.gray = True
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- inference
@@ -76,6 +92,12 @@ def _frame_batches(model: EchoModel, cine: PreparedCine, batch_size: int):
         yield normalise_batch(x.to(model.run.device), mean, std)
 
 
+# An LV smaller than this share of the model's image is no LV (a few stray pixels on a foreign or very poor cine).
+MIN_LV_FRACTION = 0.005
+# Simpson EF outside this range is physiologically implausible; the row keeps the value and flags it.
+PLAUSIBLE_EF = (5.0, 90.0)
+
+
 @dataclass
 class LVResult:
     """An LV model's measurements on every frame of one cine (model pixels)."""
@@ -88,6 +110,8 @@ class LVResult:
     edv: list[float] = field(default_factory=list)
     esv: list[float] = field(default_factory=list)
     efs: list[float] = field(default_factory=list)
+    spacing_mm: tuple[float, float] | None = None  # of a model pixel, when the file gives its spacing
+    flags: list[str] = field(default_factory=list)  # why (part of) the answer should not be trusted
 
     def outline(self, i: int) -> np.ndarray | None:
         """The LV outline of frame i as (k, 2) x, y model pixels (largest region of the mask, or the tracing)."""
@@ -106,7 +130,10 @@ class LVResult:
 
 @torch.inference_mode()
 def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LVResult:
-    """Outline the LV on every frame, find the beats, and measure EDV, ESV and EF of each."""
+    """Outline the LV on every frame, find the beats, and measure EDV, ESV and EF of each.
+
+    Never fails on a readable cine: a beat whose outline cannot be measured gets NaN volumes, and every reason to
+    doubt the answer (no LV found, a flat area curve, unmeasurable beats, implausible EF) is listed in `flags`."""
     from sonokit.clinical import ejection_fraction, volume_from_mask, volume_from_tracing
     from sonokit.echo.tracing import tracing_area
 
@@ -119,21 +146,42 @@ def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LV
     else:
         lines = torch.cat(outs).numpy().reshape(-1, 21, 4).astype(np.float64) * size
         res = LVResult(area=np.array([tracing_area(t) for t in lines]), lines=lines)
+    res.spacing_mm = cine.model_spacing_mm
+    largest = float(np.nanmax(res.area, initial=0.0)) / float(size * size)
+    if largest < MIN_LV_FRACTION:
+        res.flags.append(f"no LV found (largest outline {100 * largest:.2f}% of the image)")
     res.beats = find_beats(res.area, cine.fps) if np.ptp(res.area) > 0 else []
     if not res.beats:  # less than one beat visible: the largest LV, then the smallest after it
+        res.flags.append("no heartbeat in the LV area curve: ED/ES are its largest and smallest frames")
         ed = int(np.argmax(res.area))
         after = res.area[ed:]
         es = ed + int(np.argmin(after)) if len(after) > 1 else int(np.argmin(res.area))
         res.beats, res.beat_source = [Beat(ed=ed, es=es)], "extremes"
-    spacing = cine.model_spacing_mm
+    failed: dict[str, int] = {}
     for b in res.beats:
-        if res.lines is not None:
-            edv, esv = (volume_from_tracing(res.lines[f], spacing) for f in (b.ed, b.es))
-        else:
-            edv, esv = (volume_from_mask(res.masks[f], spacing) for f in (b.ed, b.es))
+        try:
+            if res.lines is not None:
+                edv, esv = (volume_from_tracing(res.lines[f], res.spacing_mm) for f in (b.ed, b.es))
+            else:
+                edv, esv = (volume_from_mask(res.masks[f], res.spacing_mm) for f in (b.ed, b.es))
+        except InputError as err:  # an outline Simpson's method cannot measure (a few pixels, no long axis)
+            failed[str(err)] = failed.get(str(err), 0) + 1
+            edv = esv = math.nan
+        if edv == 0 or esv == 0:  # an empty outline at ED or ES: nothing measured, not a volume of zero
+            failed["no LV outline at ED or ES"] = failed.get("no LV outline at ED or ES", 0) + 1
+            edv = esv = math.nan
+        ok = math.isfinite(edv) and math.isfinite(esv) and b.ed != b.es
         res.edv.append(float(edv))
         res.esv.append(float(esv))
-        res.efs.append(ejection_fraction(edv, esv) if edv > 0 and b.ed != b.es else math.nan)
+        res.efs.append(ejection_fraction(edv, esv) if ok else math.nan)
+    for reason, n in failed.items():
+        res.flags.append(f"{reason} ({n} of {len(res.beats)} beats not measured)")
+    low, high = PLAUSIBLE_EF
+    implausible = [e for e in res.efs if math.isfinite(e) and not low <= e <= high]
+    if implausible:
+        res.flags.append(
+            f"implausible EF in {len(implausible)} of {len(res.beats)} beats (outside {low:g}-{high:g}%)"
+        )
     return res
 
 
@@ -147,16 +195,17 @@ def video_ef(
     task, cfg = model.run.task, model.run.cfg
     o = task.opts
     frames = cine.frames
+    channels = 1 if model.gray and frames.ndim == 3 else cfg.channels
+    mean, std = (v[:channels] for v in cfg.channel_stats())
     starts = clip_starts(len(frames), o.frames, o.period, o.clip_stride)
     extent = (o.frames - 1) * o.period + 1
     beat_starts = [b.ed for b in beats or [] if b.ed + extent <= len(frames)]  # whole clips only
     all_starts = np.concatenate([starts, np.asarray(beat_starts, dtype=np.int64)])
-    mean, std = cfg.channel_stats()
     preds = []
     for s in range(0, len(all_starts), batch_size):
         x = torch.stack(
             [
-                clip_tensor(take_clip(frames, int(st), o.frames, o.period, o.temporal_pad), cfg.channels)
+                clip_tensor(take_clip(frames, int(st), o.frames, o.period, o.temporal_pad), channels)
                 for st in all_starts[s : s + batch_size]
             ]
         )
@@ -186,6 +235,18 @@ def _nanmean(values: list[float]) -> float:
     return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
 
 
+@dataclass
+class StudyMeasurement:
+    """One cine's CSV row and the LV models' per-frame results behind it (the app draws their area curves)."""
+
+    row: dict[str, Any]
+    lv: dict[str, LVResult]  # model key -> result, for the LV models that ran
+
+
+# What one model may raise on a readable cine: its answer becomes NaN with the reason, the row stays.
+_MODEL_ERRORS = (SonokitError, ValueError, RuntimeError)
+
+
 def predict_study(
     path: str | Path,
     models: list[EchoModel],
@@ -194,7 +255,21 @@ def predict_study(
     batch_size: int = 16,
     study: LoadedStudy | None = None,
 ) -> dict[str, Any]:
-    """Every measurement of one cine as one CSV row (see the module docstring); raises InputError if unreadable.
+    """Every measurement of one cine as one CSV row (see the module docstring); raises InputError if unreadable."""
+    return measure_study(path, models, thresholds, overlay, batch_size, study).row
+
+
+def measure_study(
+    path: str | Path,
+    models: list[EchoModel],
+    thresholds: str = "default",
+    overlay: str | Path | None = None,
+    batch_size: int = 16,
+    study: LoadedStudy | None = None,
+) -> StudyMeasurement:
+    """`predict_study` with the LV results kept. Raises InputError only when the cine cannot be read: a model that
+    fails on it gives NaN values and its reason in `flags_<model>` and `flags`, and the other models still answer
+    (the headline `ef` then comes from the first model that gave one; `ef_source` names it).
 
     `study`: the cine already loaded (by `load_study`, e.g. in a prefetching thread); else it is loaded here.
     """
@@ -216,42 +291,49 @@ def predict_study(
         "spacing_mm": f"{spacing[0]:.5f}x{spacing[1]:.5f}" if spacing else "",
         "volume_unit": "mL" if spacing else "px^3",
     }  # fmt: skip
-    lv: dict[str, tuple[EchoModel, LVResult]] = {}
+    flags: dict[str, list[str]] = {m.key: [] for m in models}
+    lv: dict[str, LVResult] = {}
     for m in models:
         if m.role in ("seg", "trace"):
-            res = measure_lv(m, at(m.run.cfg.size), batch_size)
-            lv[m.key] = (m, res)
-    first_lv = next(iter(lv.values()), None)
+            try:
+                lv[m.key] = measure_lv(m, at(m.run.cfg.size), batch_size)
+                flags[m.key] += lv[m.key].flags
+            except _MODEL_ERRORS as err:
+                flags[m.key].append(f"failed: {str(err).splitlines()[0]}")
+    first_lv = next(((m, lv[m.key]) for m in models if m.key in lv), None)
     per_model: dict[str, Any] = {}
     efs: dict[str, float] = {}
     for m in models:
         k = m.key
         if m.role == "video":
             beats = first_lv[1].beats if first_lv and first_lv[1].beat_source == "beats" else None
-            v = video_ef(m, at(m.run.cfg.size), beats, max(1, batch_size // 2))
+            try:
+                v = video_ef(m, at(m.run.cfg.size), beats, max(1, batch_size // 2))
+            except _MODEL_ERRORS as err:
+                flags[k].append(f"failed: {str(err).splitlines()[0]}")
+                v = {"ef": math.nan, "sd": math.nan, "clips": 0, "beats": math.nan}
             efs[k] = v["ef"]
-            per_model.update(
-                {
-                    f"ef_{k}": v["ef"],
-                    f"class_{k}": cls(v["ef"]),
-                    f"ef_{k}_sd": v["sd"],
-                    f"ef_{k}_clips": v["clips"],
-                    f"ef_{k}_beats": v["beats"],
-                }
-            )
+            per_model.update({
+                f"ef_{k}": v["ef"], f"class_{k}": cls(v["ef"]), f"ef_{k}_sd": v["sd"], f"ef_{k}_clips": v["clips"],
+                f"ef_{k}_beats": v["beats"],
+            })  # fmt: skip
         else:
-            res = lv[k][1]
-            ef = _nanmean(res.efs)
+            res = lv.get(k)
+            ef = _nanmean(res.efs) if res else math.nan
             efs[k] = ef
             per_model.update({
-                f"ef_{k}": ef, f"class_{k}": cls(ef), f"edv_{k}": _nanmean(res.edv), f"esv_{k}": _nanmean(res.esv),
-                f"ed_frames_{k}": _fmt_list([b.ed for b in res.beats]),
-                f"es_frames_{k}": _fmt_list([b.es for b in res.beats]),
-                f"beat_efs_{k}": _fmt_list(res.efs, "{:.2f}"), f"n_beats_{k}": len(res.beats) * (res.beat_source == "beats"),
-                f"beat_source_{k}": res.beat_source,
+                f"ef_{k}": ef, f"class_{k}": cls(ef),
+                f"edv_{k}": _nanmean(res.edv) if res else math.nan, f"esv_{k}": _nanmean(res.esv) if res else math.nan,
+                f"ed_frames_{k}": _fmt_list([b.ed for b in res.beats]) if res else "",
+                f"es_frames_{k}": _fmt_list([b.es for b in res.beats]) if res else "",
+                f"beat_efs_{k}": _fmt_list(res.efs, "{:.2f}") if res else "",
+                f"n_beats_{k}": len(res.beats) * (res.beat_source == "beats") if res else 0,
+                f"beat_source_{k}": res.beat_source if res else "failed",
             })  # fmt: skip
-    head = models[0].key
+        per_model[f"flags_{k}"] = "; ".join(flags[k])
+    head = next((m.key for m in models if math.isfinite(efs[m.key])), models[0].key)
     row.update({"ef": efs[head], "class": cls(efs[head]), "ef_source": head})
+    row["flags"] = "; ".join(f"{k}: {f}" for k, fs in flags.items() for f in fs)
     if first_lv is not None:
         k = first_lv[0].key
         for name in ("edv", "esv", "ed_frames", "es_frames", "beat_efs", "n_beats"):
@@ -262,7 +344,7 @@ def predict_study(
             study = load_study(path, list(study.prepared), keep_original=True)
         overlay_path = _write_overlay(Path(overlay), study.original, fps, first_lv, at, efs, study.prepared)
         row["overlay"] = str(overlay_path)
-    return row
+    return StudyMeasurement(row, lv)
 
 
 def _write_overlay(path: Path, original, fps, first_lv, at, efs: dict[str, float], prepared: dict) -> Path:
@@ -283,7 +365,7 @@ def _write_overlay(path: Path, original, fps, first_lv, at, efs: dict[str, float
             contours.append(transform.to_original(poly) if poly is not None else None)
         curve = res.area
         ed, es = [b.ed for b in res.beats], [b.es for b in res.beats]
-        ms = at(m.run.cfg.size).model_spacing_mm
+        ms = res.spacing_mm
         if ms is not None:
             curve, label = res.area * ms[0] * ms[1] / 100.0, "LV area (cm^2)"
         else:

@@ -163,11 +163,17 @@ class LVTask(Task):
         """(predicted masks (N, S, S) bool, true masks (N, S, S) bool, predicted tracings (N, 21, 4) px or None)."""
         raise NotImplementedError
 
-    def volume(self, mask: np.ndarray, lines: np.ndarray | None) -> float:
-        """Simpson's volume (pixels**3) of a predicted outline."""
+    def volume(self, mask: np.ndarray, lines: np.ndarray | None, where: str = "") -> float:
+        """Simpson's volume (pixels**3) of a predicted outline; NaN when the outline cannot be measured (a few
+        pixels, no long axis), noted in `self.unmeasured`: one bad prediction is a failed measurement, not a
+        failed run."""
         from sonokit.clinical import volume_from_mask, volume_from_tracing
 
-        return float(volume_from_tracing(lines)) if lines is not None else float(volume_from_mask(mask))
+        try:
+            return float(volume_from_tracing(lines)) if lines is not None else float(volume_from_mask(mask))
+        except InputError as err:
+            self.unmeasured.append(f"{where}: {err}")
+            return float("nan")
 
     def area(self, mask: np.ndarray, lines: np.ndarray | None) -> float:
         return tracing_area(lines) if lines is not None else float(mask.sum())
@@ -175,11 +181,12 @@ class LVTask(Task):
     # ------------------------------------------------------------------ predictions and metrics
 
     def predictions(self, collected: dict[str, np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
-        from sonokit.clinical import ejection_fraction, volume_from_tracing
+        from sonokit.clinical import volume_from_tracing
         from sonokit.echo.beats import find_beats
 
         rows = items.iloc[collected["index"]].reset_index(drop=True)
         pred_masks, true_masks, pred_lines = self.outlines(collected)
+        self.unmeasured: list[str] = []
         has = collected["has"].astype(bool)
         size = self.cfg.size
         true_lines = collected.get("true_lines")
@@ -194,7 +201,9 @@ class LVTask(Task):
             if has[i]:
                 rec["area_true"] = float(true_masks[i].sum())
                 rec["dice"] = dice(pred_masks[i], true_masks[i])
-                rec["volume_pred"] = self.volume(pred_masks[i], lines_i)
+                rec["volume_pred"] = self.volume(
+                    pred_masks[i], lines_i, f"{rec['path']} frame {rec['frame']}"
+                )
                 if true_lines is not None:
                     tl = true_lines[i].reshape(-1, 4) * size
                     rec["volume_true"] = float(volume_from_tracing(tl))
@@ -218,7 +227,7 @@ class LVTask(Task):
                         "level": "traced",
                         "frame": -1,
                         "phase": "ED/ES",
-                        "y_pred": ejection_fraction(edv, esv) if edv > 0 else np.nan,
+                        "y_pred": _ef_or_nan(edv, esv),
                         "volume_pred": edv,
                         "dice": traced["dice"].mean(),
                     }
@@ -226,11 +235,14 @@ class LVTask(Task):
             if bool(item["cine"]):
                 videos.append(self._cine_row(base, g, rows, pred_masks, pred_lines, traced, find_beats))
         out = pd.concat([frame_df, pd.DataFrame(videos, columns=PRED_COLUMNS)], ignore_index=True)
+        if self.unmeasured:
+            log.warning(
+                "%d predicted LV outlines could not be measured, their EF is NaN (n_failed in the metrics); "
+                "first: %s", len(self.unmeasured), self.unmeasured[0],
+            )  # fmt: skip
         return out
 
     def _cine_row(self, base, g, rows, pred_masks, pred_lines, traced, find_beats) -> dict[str, Any]:
-        from sonokit.clinical import ejection_fraction
-
         g = g.sort_values("frame")
         area = g["area_pred"].to_numpy(float)
         fps = rows.loc[rows["path"] == base["path"], "fps"].iloc[0]
@@ -240,9 +252,15 @@ class LVTask(Task):
         efs = []
         for b in beats:
             ed_i, es_i = pos[b.ed], pos[b.es]
-            edv = self.volume(pred_masks[ed_i], pred_lines[ed_i] if pred_lines is not None else None)
-            esv = self.volume(pred_masks[es_i], pred_lines[es_i] if pred_lines is not None else None)
-            efs.append(ejection_fraction(edv, esv) if edv > 0 else np.nan)
+            edv, esv = (
+                self.volume(
+                    pred_masks[i],
+                    pred_lines[i] if pred_lines is not None else None,
+                    f"{base['path']} frame {f}",
+                )
+                for i, f in ((ed_i, b.ed), (es_i, b.es))
+            )
+            efs.append(_ef_or_nan(edv, esv))
         true_ed = int(traced.at["ED", "frame"]) if "ED" in traced.index else -1
         true_es = int(traced.at["ES", "frame"]) if "ES" in traced.index else -1
         return {
@@ -583,3 +601,14 @@ class LVTraceTask(LVTask):
 
     def load_state(self, card: dict[str, Any]) -> None:
         self.mean_tracing = card.get("mean_tracing")
+
+
+def _ef_or_nan(edv: float, esv: float) -> float:
+    """Simpson EF, or NaN when either volume could not be measured."""
+    from sonokit.clinical import ejection_fraction
+
+    return (
+        ejection_fraction(edv, esv)
+        if np.isfinite(edv) and np.isfinite(esv) and edv > 0 and esv >= 0
+        else np.nan
+    )

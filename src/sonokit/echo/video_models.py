@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from sonokit.models.inference import GrayInputConv
+
 VIDEO_MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -75,8 +77,7 @@ def frame_differences(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Differences of consecutive frames, z-scored per clip, padded to keep T (the temporal stream's input)."""
     diff = x[:, :, 1:] - x[:, :, :-1]
     diff = torch.cat([diff, diff[:, :, -1:]], dim=2)
-    mean = diff.mean(dim=(1, 2, 3, 4), keepdim=True)
-    std = diff.std(dim=(1, 2, 3, 4), keepdim=True)
+    std, mean = torch.std_mean(diff, dim=(1, 2, 3, 4), keepdim=True)
     return (diff - mean) / (std + eps)
 
 
@@ -123,6 +124,12 @@ class TwoStreamEF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
 
+    def accept_gray_input(self) -> None:
+        """Also take (B, 1, T, H, W) grey clips, with the outputs of the grey copied into every channel
+        (prediction only: the state dict changes; see sonokit.models.inference)."""
+        for stream in (self.spatial, self.temporal):
+            stream.stages[0][0] = GrayInputConv(stream.stages[0][0])
+
 
 @register_video_model("two-stream")
 def two_stream(widths: tuple[int, ...] = (16, 32, 64, 128), **kw: object) -> nn.Module:
@@ -158,6 +165,10 @@ class R2Plus1DEF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.embed(x))
+
+    def accept_gray_input(self) -> None:
+        """As TwoStreamEF.accept_gray_input: the stem's first convolution also takes one channel."""
+        self.stem[0] = GrayInputConv(self.stem[0])
 
 
 @register_video_model("r2plus1d_18")
