@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,6 +169,29 @@ def test_lus_trains_on_frames_and_scores_videos(tmp_path_factory) -> None:
     assert (run / "plots" / "confusion_video_test.png").is_file()
     card = json.loads((run / "model_card.json").read_text())
     assert card["training_data"]["videos"]["test"] == len(videos)
+    # ordinal metrics: the patient level sums each patient's video scores, recomputed here from the files
+    table = pd.read_csv(data / "lus.csv", dtype=str)
+    group = dict(zip((data / table["path"]).map(lambda p: str(p.resolve())), table["group"], strict=True))
+    v = videos.assign(group=videos["path"].map(lambda p: group[str(Path(p).resolve())]))
+    sums = v.assign(t=v["y_true"].astype(int), p=v["y_pred"].astype(int)).groupby("group")[["t", "p"]].sum()
+    assert metrics["n_patients"] == len(sums) == v["group"].nunique()
+    assert metrics["patient_sum_mae"] == pytest.approx(float((sums["p"] - sums["t"]).abs().mean()))
+    err = (videos["y_pred"].astype(int) - videos["y_true"].astype(int)).abs()
+    assert metrics["video_score_mae"] == pytest.approx(float(err.mean()))
+    assert {"qwk", "qwk_ci95", "score_mae_ci95", "video_qwk", "patient_sum_spearman"} <= set(metrics)
+    assert "qwk" in (run / "report.html").read_text(encoding="utf-8")
+    # `sonokit evaluate` prints them on a second line, after the unchanged headline
+    env = {**os.environ, "SONOKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "sonokit", "evaluate", str(run), "--split", "test", "--n-boot", "20"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("test: accuracy ")
+    plural = "" if len(sums) == 1 else "s"
+    assert lines[1].startswith(f"test ordinal ({len(sums)} patient{plural}): qwk ")
+    assert "patient_sum_mae" in lines[1]
+    again = json.loads((run / "metrics_test.json").read_text())
+    assert again["patient_sum_mae"] == pytest.approx(metrics["patient_sum_mae"])
 
 
 def test_lus_training_draws_fresh_frames_each_epoch_and_evaluates_a_fixed_set(tmp_path) -> None:

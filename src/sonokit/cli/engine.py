@@ -25,14 +25,35 @@ _HEADLINE = (
 )
 
 
-def _headline(metrics: dict) -> str:
+# ordinal tasks (options.ordinal, e.g. lus): a second line, so the headline stays as it was
+_ORDINAL = (
+    "qwk",
+    "score_mae",
+    "video_qwk",
+    "video_score_mae",
+    "patient_sum_mae",
+    "patient_sum_spearman",
+)
+
+
+def _headline(metrics: dict, keys: tuple[str, ...] = _HEADLINE) -> str:
     parts = []
-    for key in _HEADLINE:
+    for key in keys:
         if metrics.get(key) is not None:
             ci = metrics.get(f"{key}_ci95")
-            ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
             parts.append(f"{key} {metrics[key]:.3f}{ci_text}")
     return ", ".join(parts)
+
+
+def _echo_metrics(name: str, metrics: dict) -> None:
+    """The headline metrics; for ordinal scores a second line with kappa, MAE in points and the patient sums."""
+    typer.echo(f"{name}: {_headline(metrics)}")
+    ordinal = _headline(metrics, _ORDINAL)
+    if ordinal:
+        n = metrics.get("n_patients")
+        patients = f" ({n} patient{'' if n == 1 else 's'})" if n is not None else ""
+        typer.echo(f"{name} ordinal{patients}: {ordinal}")
 
 
 def _quiet(quiet: bool) -> None:
@@ -141,7 +162,7 @@ def train_cmd(
             metrics = json.loads(path.read_text(encoding="utf-8"))
             if name == "metrics_cv.json":
                 metrics = {k: v["mean"] for k, v in metrics["metrics"].items()}
-            typer.echo(f"{name[len('metrics_') : -5]}: {_headline(metrics)}")
+            _echo_metrics(name[len("metrics_") : -5], metrics)
 
 
 def evaluate_cmd(
@@ -159,7 +180,7 @@ def evaluate_cmd(
 
     _quiet(quiet)
     metrics = evaluate_run(run, data=data, split=split, device=device, n_boot=n_boot)
-    typer.echo(f"{split}: {_headline(metrics)}")
+    _echo_metrics(split, metrics)
     typer.echo(f"wrote {run / f'metrics_{split}.json'}")
 
 

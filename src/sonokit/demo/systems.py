@@ -165,7 +165,12 @@ def lus(ctx: Any) -> Section:
         0.9,
         lambda: _train(ctx, "lus", data / "lus.csv", "lus", epochs=s.epochs["lus"], size=s.size["lus"]),
     )
-    _classification_metrics(section, _json(run / "metrics_test.json"), video=True)
+    metrics = _json(run / "metrics_test.json")
+    _classification_metrics(section, metrics, video=True)
+    section.add_metric(metrics, "video_qwk", "quadratic-weighted kappa", note="test, per video")
+    section.add_metric(metrics, "video_score_mae", "MAE, score points", note="test, per video")
+    patients = f"test, sum over each patient's clips, {metrics.get('n_patients')} patients"
+    section.add_metric(metrics, "patient_sum_mae", "patient score MAE, points", note=patients)
     section.plots += _plots(run, "confusion_test.png", "confusion_video_test.png", "roc_test.png")
     _uncertainty(ctx, section, run, 0.3, "lus")
     query = sorted((data).rglob("*.avi"))[0]

@@ -51,7 +51,16 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     ]
     head = "<tr><th>metric</th><th>value</th><th>95% CI</th></tr>"
     extra = []
-    for key in ("n", "n_groups", "n_videos", "video_rule", "loss", "ci_method"):
+    for key in (
+        "n",
+        "n_groups",
+        "n_videos",
+        "video_rule",
+        "n_patients",
+        "patient_level",
+        "loss",
+        "ci_method",
+    ):
         if key in metrics:
             extra.append((key, metrics[key]))
     return f"<table>{head}{''.join(rows)}</table>" + _kv_table(extra)

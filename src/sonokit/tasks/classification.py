@@ -32,6 +32,9 @@ VIDEO_ROW = "all"
 class ClassificationOptions(TaskOptions):
     classes: list[str] | None = None  # fixed class order; default: sorted labels of the index
     video_rule: Literal["mean", "max"] = "mean"
+    # the classes are ordered scores (class index = score, e.g. the lung score 0-3): metrics add quadratic-weighted
+    # kappa and MAE in score points per frame and per video, and per patient the sum of the clip scores
+    ordinal: bool = False
     frame_every: int = 1  # training/evaluation: use every n-th frame of a video
     max_frames: int | None = None  # ... and at most this many per video (evenly spread)
     # training only: every epoch draws this many of each video's frames afresh (from every frame_every-th frame,
@@ -303,6 +306,37 @@ class ClassificationTask(Task):
                 out[f"video_{key}"] = vm[key]
                 out[f"video_{key}_ci95"] = vm[f"{key}_ci95"]
             out["video_confusion_matrix"] = vm["confusion_matrix"]
+        if self.opts.ordinal:
+            out.update(self._ordinal_metrics(labelled, n_boot, seed))
+        return out
+
+    def _ordinal_metrics(self, labelled: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+        """qwk and score_mae per frame (and video_ per video); per patient, the sum of the clip scores."""
+        from sonokit.evaluate.ordinal import ordinal_metrics, patient_sum_metrics
+
+        k = len(self.classes or [])
+        by_group = self.cfg.bootstrap_by_group
+        out: dict[str, Any] = {}
+        items = labelled[labelled["frame"] != VIDEO_ROW]
+        groups = items["_group"].to_numpy() if by_group else None
+        out.update(
+            ordinal_metrics(
+                self._encode(items["y_true"]), self._encode(items["y_pred"]), k, n_boot, seed, groups
+            )
+        )
+        video = labelled[labelled["frame"] == VIDEO_ROW]
+        if not video.empty:
+            vgroups = video["_group"].to_numpy() if by_group else None
+            vm = ordinal_metrics(
+                self._encode(video["y_true"]), self._encode(video["y_pred"]), k, n_boot, seed, vgroups
+            )
+            out.update({f"video_{key}": value for key, value in vm.items()})
+        clips = clip_rows(labelled)
+        out.update(
+            patient_sum_metrics(
+                self._encode(clips["y_true"]), self._encode(clips["y_pred"]), clips["_group"], n_boot, seed
+            )
+        )
         return out
 
     def plots(self, preds: pd.DataFrame, metrics: dict[str, Any], plot_dir: Path, split: str) -> list[Path]:
@@ -374,6 +408,12 @@ class ClassificationTask(Task):
         if "frame" in df.columns and df["frame"].isna().all():
             df = df.drop(columns="frame")
         return df, errors
+
+
+def clip_rows(preds: pd.DataFrame) -> pd.DataFrame:
+    """One row per scored clip (zone): a video's aggregated row, else the file's own row (still image, one frame)."""
+    has_video = set(preds.loc[preds["frame"] == VIDEO_ROW, "path"])
+    return preds[(preds["frame"] == VIDEO_ROW) | ~preds["path"].isin(has_video)]
 
 
 def _frame_strings(rows: pd.DataFrame) -> np.ndarray:
@@ -501,6 +541,7 @@ class LUSTask(ClassificationTask):
         "options": {
             "classes": ["0", "1", "2", "3"],
             "video_rule": "max",
+            "ordinal": True,
             "frame_every": 2,
             "max_frames": 16,
             "train_frames_per_epoch": 8,
