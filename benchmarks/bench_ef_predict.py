@@ -4,9 +4,10 @@ End to end = what the command does: find the files, decode each AVI, prepare it 
 models, build the CSV rows. Compared in one run, on the same files and the same models:
     before              decode, then model, one study after the other, weights in the default layout
     channels-last       the models and their inputs in the channels-last layout (oneDNN's fast 3D convs)
-    prefetch N          N threads decode and prepare the next studies while the models run (--workers N)
-    folded + grey       what `sonokit ef predict` does now (echo.predict.prepare_for_prediction): BatchNorm folded
-                        into the convolutions, grey clips fed as one channel instead of three copies
+    folded + grey       echo.predict.prepare_for_prediction: BatchNorm folded into the convolutions, grey clips
+                        fed as one channel instead of three copies
+    N at once           N studies decoded and measured at once, each in a thread with 1/N of torch's threads
+                        (--workers N; `sonokit ef predict`'s default is 2)
 and the EF values must agree with the first row's (max |difference| printed). Videos: simulated apical four-chamber
 cines at 112x112 (EchoNet's size, so no sector crop, as on EchoNet-Dynamic), 100-200 frames at 50 fps, MJPG AVI;
 --unique of them are rendered and copied to --n files (decode cost does not depend on the picture). Models are
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--unique", type=int, default=20)
     parser.add_argument("--roles", default="ef", help="comma list of ef, lv-seg, lv-trace (untrained models)")
     parser.add_argument("--run", action="append", default=[], help="trained run folders instead of --roles")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--data-dir", type=Path, default=Path("bench_data/ef_predict"))
     args = parser.parse_args()
     files = make_videos(args.data_dir, args.n, args.unique)
@@ -82,9 +83,8 @@ def main() -> None:
             channels_last_model(m.run.model)
     prepared = [prepare_for_prediction(m) for m in copy.deepcopy(plain)]  # today's load_echo_models
     variants = (
-        [("before: sequential, default layout", plain, 0)]
-        + [(f"channels-last, {_mode(w)}", fast, w) for w in [0, *args.workers]]
-        + [(f"folded + grey, channels-last, {_mode(w)}", prepared, w) for w in args.workers]
+        [("before: sequential, default layout", plain, 0), ("channels-last, sequential", fast, 0)]
+        + [(f"folded + grey, channels-last, {_mode(w)}", prepared, w) for w in [0, *args.workers]]
     )
     results = []
     for label, models, workers in variants:
@@ -113,7 +113,7 @@ def main() -> None:
 
 
 def _mode(workers: int) -> str:
-    return "sequential" if workers == 0 else f"prefetch {workers}"
+    return "sequential" if workers <= 1 else f"{workers} at once"
 
 
 def calibrate(models: list, files: list[Path]) -> None:

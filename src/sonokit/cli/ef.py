@@ -76,7 +76,11 @@ def predict(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Frames per batch (clips: half of it)."),
     workers: int = typer.Option(
-        1, "--workers", min=0, help="Threads decoding the next cines while the models run (0: none)."
+        2,
+        "--workers",
+        min=0,
+        help="Studies decoded and measured at once, each in a thread with a share of torch's threads "
+        "(0 or 1: one after the other).",
     ),
 ) -> None:
     """EF, EDV/ESV, heart-function class, ED/ES frames and EF per beat of each cine (no label files needed).
