@@ -198,6 +198,12 @@ def resolve_config(
     return validate_config(values, config_file)
 
 
+def config_tasks(config_dir: str | Path | None = None) -> list[str]:
+    """Tasks that ship a configs/<task>.yaml (every built-in task; a test keeps each YAML equal to its
+    Task.defaults), found without importing the tasks and torch."""
+    return sorted(p.stem for p in Path(config_dir or default_config_dir()).glob("*.yaml"))
+
+
 def load_run_config(run_dir: str | Path) -> TrainConfig:
     """The resolved config a run was trained with (its config.yaml)."""
     path = Path(run_dir) / "config.yaml"
