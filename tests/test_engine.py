@@ -80,6 +80,26 @@ def test_overfits_a_tiny_batch(tmp_path, table) -> None:
     assert val["accuracy"] == 1.0 and val["macro_f1"] == 1.0
 
 
+def test_epochs_in_a_log_file_show_batch_progress(tmp_path, table, monkeypatch, caplog) -> None:
+    """Without a terminal, a training epoch logs its batches (every batch here: SONOKIT_PROGRESS_EVERY=0)."""
+    import io
+    import logging
+    import sys
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.delenv("SONOKIT_NO_PROGRESS", raising=False)
+    monkeypatch.setenv("SONOKIT_PROGRESS_EVERY", "0")
+    caplog.set_level(logging.INFO, logger="sonokit")
+    train(config(table, tmp_path / "run", epochs=1, n_boot=0))
+    lines = [r.getMessage() for r in caplog.records if r.name == "sonokit.progress"]
+    n_train = (pd.read_csv(tmp_path / "run" / "splits.csv")["split"] == "train").sum()
+    n_batches = -(-n_train // 8)
+    assert [line.split(" (")[0] for line in lines if line.startswith("epoch 1/1:")] == [
+        f"epoch 1/1: batch {i}/{n_batches}" for i in range(1, n_batches + 1)
+    ]
+    assert any(line.startswith("epoch 1 val: batch 1/") for line in lines)  # validation passes too
+
+
 class _Killed(Exception):
     pass
 

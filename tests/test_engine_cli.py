@@ -154,3 +154,28 @@ def test_train_evaluate_predict_writes_the_run_folder(tmp_path, ybr_dicom) -> No
     video_row = clip[clip["frame"] == "all"].iloc[0]
     mean = clip[clip["frame"] != "all"][["p_bar", "p_disc"]].astype(float).mean()
     np.testing.assert_allclose(video_row[["p_bar", "p_disc"]].astype(float), mean, atol=1e-6)  # mean rule
+
+
+def test_train_help_shows_the_named_tasks_defaults(tmp_path) -> None:
+    from sonokit.train.config import resolve_config
+
+    seen, texts = {}, {}
+    for task in ("lus", "ef"):
+        res = sonokit("train", task, "--help", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        text = " ".join(res.stdout.split())  # rich wraps the epilog at the terminal width
+        cfg = resolve_config(task)
+        expected = (
+            f"Defaults of {task} (src/sonokit/configs/{task}.yaml; --config FILE, then flags, override them): "
+            f"model {cfg.model}, {cfg.epochs} epochs, lr {cfg.lr:g}, batch size {cfg.batch_size}, size {cfg.size} px"
+        )
+        assert expected in text, text[-600:]
+        seen[task], texts[task] = (cfg.model, cfg.epochs, cfg.lr, cfg.batch_size, cfg.size), text
+    assert seen["lus"] != seen["ef"]  # two tasks, two sets of defaults
+    assert "model two-stream, 30 epochs, lr 0.001, batch size 8, size 112 px" in texts["ef"]
+    assert "model tinycnn, 12 epochs, lr 0.005, batch size 32, size 96 px" in texts["lus"]
+    # no task named (or a typo): every task's defaults, with a suggestion for the typo
+    res = sonokit("train", "lsu", "--help", cwd=tmp_path)
+    text = " ".join(res.stdout.split())
+    assert res.returncode == 0 and "Unknown task 'lsu' (did you mean lus?)" in text
+    assert "lus: model tinycnn, 12 epochs" in text and "lv-seg: model unet" in text

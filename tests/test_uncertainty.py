@@ -20,6 +20,7 @@ from sonokit.uncertainty import (
     conformal_regression,
     coverage_report,
     expected_calibration_error,
+    fit_calibration,
     fit_temperature,
     negative_log_likelihood,
     plot_reliability,
@@ -66,6 +67,61 @@ def test_temperature_from_probabilities_equals_temperature_from_logits() -> None
     t_logits = fit_temperature(lv, yv)
     t_probs = fit_temperature(probs_to_logits(apply_temperature(lv, 1.0)), yv)
     assert t_probs == pytest.approx(t_logits, rel=1e-3)
+
+
+def ece_worsened_by_scaling(n: int = 900, n_wrong: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose ECE scaling can only worsen: n items at confidence 0.9 that are right 90% of the time
+    (calibrated), plus n_wrong items wrong at margin 40. Those pull the NLL-optimal T well above 1, which makes
+    the calibrated majority under-confident."""
+    logits = np.zeros((n + n_wrong, 2))
+    pred = np.arange(n + n_wrong) % 2  # both classes predicted
+    logits[np.arange(n), pred[:n]] = np.log(9.0)  # softmax confidence exactly 0.9
+    logits[np.arange(n, n + n_wrong), pred[n:]] = 40.0
+    y = pred.copy()
+    y[:n:10] = 1 - pred[:n:10]  # every 10th confident-0.9 item is wrong
+    y[n:] = 1 - pred[n:]
+    return logits, y
+
+
+def test_calibration_that_worsens_validation_ece_is_not_used() -> None:
+    logits, y = ece_worsened_by_scaling()
+    fit = fit_calibration(logits, y)
+    assert fit.fitted > 1.5  # the NLL optimum softens everything ...
+    assert fit.ece_val_after > fit.ece_val_before + 0.05  # ... which makes ECE worse
+    assert not fit.used and fit.temperature == 1.0
+    assert "not used" in fit.note and f"{fit.fitted:.3f}" in fit.note
+    assert fit.to_dict()["temperature"] == 1.0 and fit.to_dict()["fitted_temperature"] == fit.fitted
+
+
+def test_calibration_that_lowers_validation_ece_is_used() -> None:
+    lv, yv = synthetic_logits(2000, 4, np.random.default_rng(1), 2.5)
+    fit = fit_calibration(lv, yv)
+    assert fit.used and fit.temperature == fit.fitted and 2.0 < fit.fitted < 3.0
+    assert fit.ece_val_after < fit.ece_val_before
+    assert fit.note.startswith("temperature scaling used")
+
+
+def test_unused_calibration_reaches_the_json_report_and_scorer(tmp_path) -> None:
+    from sonokit.evaluate.report import write_report
+    from sonokit.uncertainty import analyse_classification
+    from sonokit.uncertainty.scorer import UncertaintyScorer
+
+    logits, y = ece_worsened_by_scaling()
+    probs = apply_temperature(logits, 1.0)
+    knn = np.eye(2)[y]  # a perfect neighbour vote, so a combined predictor (and a scorer) exists
+    result = analyse_classification(
+        probs, y, probs, y, alpha=0.1, knn_probs_val=knn, knn_probs_test=knn, n_boot=0
+    )
+    c = result.summary["calibration"]
+    assert c["used"] is False and c["temperature"] == 1.0 and c["fitted_temperature"] > 1.5
+    assert c["ece_after"] == c["ece_before"]  # T = 1: the test probabilities are left as they were
+    assert np.allclose(result.probs_test, probs)
+    (tmp_path / "uncertainty.json").write_text(json.dumps({"alpha": 0.1, **result.summary}))
+    page = write_report(tmp_path).read_text()
+    assert "temperature scaling not used" in page and "worse" in page
+    UncertaintyScorer.from_result(result, ["a", "b"], 3, 0, "sha").save(tmp_path)
+    scorer = UncertaintyScorer.load(tmp_path)
+    assert scorer.temperature == 1.0 and "not used" in scorer.calibration_note
 
 
 def test_ece_of_known_bins() -> None:

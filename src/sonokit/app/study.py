@@ -208,6 +208,7 @@ class Calibration:
     conformal: Any  # sonokit.uncertainty.ConformalClassifier
     threshold: float  # confidence below which the model abstains (80 % coverage on validation)
     n_val: int
+    note: str = ""  # set when the fitted temperature is not used (it made validation ECE worse)
 
 
 @dataclass
@@ -497,7 +498,7 @@ def _calibration(models: Models, run: Any, alpha: float) -> Calibration | str:
         apply_temperature,
         confidence_threshold,
         conformal_classification,
-        fit_temperature,
+        fit_calibration,
         probs_to_logits,
     )
 
@@ -520,13 +521,14 @@ def _calibration(models: Models, run: Any, alpha: float) -> Calibration | str:
         else:
             y = df["y_true"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
             logits = probs_to_logits(df[cols].to_numpy(float))
-            t = fit_temperature(logits, y)
-            cal = apply_temperature(logits, t)
+            fit = fit_calibration(logits, y)  # T = 1 when the fitted T made validation ECE worse
+            cal = apply_temperature(logits, fit.temperature)
             result = Calibration(
-                temperature=float(t),
+                temperature=float(fit.temperature),
                 conformal=conformal_classification(cal, y, alpha, method="lac"),
                 threshold=confidence_threshold(cal.max(axis=1), 0.8),
                 n_val=int(len(y)),
+                note="" if fit.used else fit.note,
             )
     models._calibration[key] = result
     return result
@@ -603,6 +605,8 @@ def _classify(models: Models, run: Any, path: Path, original: dict[int, np.ndarr
         conf = float(scaled.max())
         res.abstain = bool(abstain_flags(np.array([conf]), cal.threshold, np.array([members.sum()]))[0])
         res.temperature = cal.temperature
+        if cal.note:
+            res.notes.append(cal.note)
         reasons = []
         if conf < cal.threshold:
             reasons.append(f"confidence {conf:.2f} < {cal.threshold:.2f}")

@@ -70,6 +70,7 @@ class _AVIndex:
         return read_av_index(self.cfg.data)
 
     def split_index(self, df: pd.DataFrame) -> pd.DataFrame:
+        df = self.given_splits(df)
         if df.empty:
             raise InputError("the dataset index has no rows", self.cfg.data)
         fractions = (

@@ -237,6 +237,8 @@ def predict_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_cmd)
+    from sonokit.cli.train_help import TrainCommand
+
+    app.command("train", cls=TrainCommand)(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)

@@ -54,6 +54,10 @@ def uncertainty_cmd(
             f"ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f} (T={c['temperature']:.2f}); "
             f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f}"
         )
+        if c.get("used") is False:
+            typer.echo(c["note"])
+        elif c.get("test_ece_worse"):
+            typer.echo("note: test ECE is worse after temperature scaling than before")
         for method, r in s["conformal"].items():
             typer.echo(
                 f"conformal {method.upper()}: coverage {_pct(r['coverage'])} (target {_pct(1 - alpha)}), "

@@ -119,6 +119,10 @@ def _uncertainty_section(u: dict[str, Any]) -> list[str]:
         ("ECE before -> after temperature scaling", f"{c['ece_before']:.4f} -> {c['ece_after']:.4f}"),
         ("NLL before -> after", f"{c['nll_before']:.4f} -> {c['nll_after']:.4f} (T={c['temperature']:.3f})"),
     ]
+    if "used" in c:  # uncertainty.json written before the ECE check has no such keys
+        rows.append(("temperature scaling (checked on val)", c["note"]))
+    if c.get("test_ece_worse"):
+        rows.append(("note", "test ECE is worse after temperature scaling than before"))
     for method, r in u["conformal"].items():
         rows.append(
             (

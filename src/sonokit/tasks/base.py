@@ -94,7 +94,7 @@ class Task:
         """Read the index, fix the class list and fill missing splits by patient group."""
         from sonokit.data.splits import assign_splits
 
-        df = self.read_index() if df is None else df
+        df = self.given_splits(self.read_index() if df is None else df)
         if df.empty:
             raise InputError("the dataset index has no rows", self.cfg.data)
         self.setup_classes(df)
@@ -104,6 +104,20 @@ class Task:
             self.cfg.test_fraction,
         )
         return assign_splits(df, fractions, seed=self.cfg.seed)
+
+    def given_splits(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The index with its own splits, or with them blanked under split_col: none (then drawn by patient)."""
+        if not self.cfg.ignores_given_splits or "split" not in df.columns:
+            return df
+        given = df["split"].astype(str).str.strip() != ""
+        if given.any():
+            log.info(
+                "split_col: none: the dataset's own split of %d rows is ignored; splits are drawn by patient "
+                "(seed %d)",
+                int(given.sum()),
+                self.cfg.seed,
+            )
+        return df.assign(split="")
 
     def setup_classes(self, df: pd.DataFrame) -> None:
         """Fix self.classes from the index (classification) or leave None (regression)."""

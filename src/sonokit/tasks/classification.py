@@ -68,7 +68,7 @@ class ClassificationTask(Task):
         kw: dict[str, Any] = {"path_col": self.cfg.path_col, "label_col": self.cfg.label_col}
         if self.cfg.group_col:
             kw["group_col"] = self.cfg.group_col
-        if self.cfg.split_col:
+        if self.cfg.split_col and not self.cfg.ignores_given_splits:
             kw["split_col"] = self.cfg.split_col
         if self.opts.conflicting_rows != "refuse":
             kw["conflicting_rows"] = self.opts.conflicting_rows

@@ -18,6 +18,9 @@ from sonokit.errors import InputError
 
 # Fields that say where things are or how fast they run, not what is learned: left out of the config hash.
 _NON_SEMANTIC = ("data", "out", "resume", "num_workers", "threads", "device")
+# split_col value that ignores a dataset's own split column (FileList.csv's Split, a table's split): every row
+# is split by patient with the seed, as for a dataset without one. A string, not null: null keeps its old meaning.
+NO_SPLIT_COL = "none"
 # Fields added after runs were trained without them: hashed only when set, so those runs keep their hash.
 _HASHED_WHEN_SET = ("fold_col",)
 
@@ -35,7 +38,11 @@ class TrainConfig(BaseModel):
     path_col: str = "path"
     label_col: str = "label"
     group_col: str | None = "group"
-    split_col: str | None = "split"
+    split_col: str | None = Field(
+        "split",
+        description="the table's split column; 'none' ignores any split column (EchoNet's Split too) and "
+        "draws the splits by patient with the seed",
+    )
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     folds: int = Field(0, ge=0, description="k-fold cross-validation when >= 2")
@@ -97,6 +104,16 @@ class TrainConfig(BaseModel):
     n_boot: int = Field(1000, ge=0, description="bootstrap resamples for the 95% CIs")
     bootstrap_by_group: bool = Field(True, description="CIs resample patients (groups), not images")
     resume: bool = False
+
+    @field_validator("split_col")
+    @classmethod
+    def _no_split_col(cls, v: str | None) -> str | None:
+        return NO_SPLIT_COL if isinstance(v, str) and v.strip().lower() == NO_SPLIT_COL else v
+
+    @property
+    def ignores_given_splits(self) -> bool:
+        """split_col: none: the dataset's own splits are dropped and drawn afresh by patient."""
+        return self.split_col == NO_SPLIT_COL
 
     @field_validator("mean", "std")
     @classmethod
@@ -196,6 +213,12 @@ def resolve_config(
         if values.get(key):
             values[key] = str(Path(values[key]).expanduser().resolve())
     return validate_config(values, config_file)
+
+
+def config_tasks(config_dir: str | Path | None = None) -> list[str]:
+    """Tasks that ship a configs/<task>.yaml (every built-in task; a test keeps each YAML equal to its
+    Task.defaults), found without importing the tasks and torch."""
+    return sorted(p.stem for p in Path(config_dir or default_config_dir()).glob("*.yaml"))
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

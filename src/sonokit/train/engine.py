@@ -40,6 +40,7 @@ from sonokit.train.checkpoint import (
 from sonokit.train.config import TrainConfig
 from sonokit.utils import atomic_write_text, get_logger, progress, seed_everything, write_csv
 from sonokit.utils.atomic import remove_stale_temps
+from sonokit.utils.logs import heartbeat_seconds
 
 log = get_logger(__name__)
 
@@ -216,7 +217,9 @@ def infer(
     parts: list[dict[str, np.ndarray]] = []
     loss_sum, count = 0.0, 0
     with torch.no_grad():
-        for batch in progress(loader, desc=desc, total=len(loader), unit="batch"):
+        for batch in progress(
+            loader, desc=desc, total=len(loader), unit="batch", heartbeat=heartbeat_seconds()
+        ):
             batch = to_device(batch, device, channels_last)
             with autocast(device, dtype):
                 outputs = task.forward(model, batch)
@@ -552,8 +555,15 @@ class Trainer:
         total = len(self.train_loader)
         if cfg.limit_train_batches:
             total = min(total, cfg.limit_train_batches)
+        beat = heartbeat_seconds() if self.dist.is_main else None  # a line per minute in a log, rank 0 only
         for step, batch in enumerate(
-            progress(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=total, unit="batch")
+            progress(
+                self.train_loader,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                total=total,
+                unit="batch",
+                heartbeat=beat,
+            )
         ):
             if step >= total:
                 break

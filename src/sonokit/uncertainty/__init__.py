@@ -6,10 +6,12 @@ through conformal intervals, regression such as EF.
 
 from sonokit.evaluate.metrics import reliability_bins
 from sonokit.uncertainty.calibration import (
+    TemperatureFit,
     apply_temperature,
     brier_score,
     calibration_report,
     expected_calibration_error,
+    fit_calibration,
     fit_temperature,
     negative_log_likelihood,
     probs_to_logits,
@@ -48,6 +50,7 @@ from sonokit.uncertainty.selective import (
 __all__ = [
     "ConformalClassifier",
     "CorrectnessPredictor",
+    "TemperatureFit",
     "UncertaintyResult",
     "abstain_flags",
     "analyse_classification",
@@ -66,6 +69,7 @@ __all__ = [
     "cross_fit_predict",
     "error_auroc",
     "expected_calibration_error",
+    "fit_calibration",
     "fit_temperature",
     "negative_log_likelihood",
     "plot_reliability",

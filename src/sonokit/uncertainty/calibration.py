@@ -4,9 +4,15 @@ A network's softmax is usually over-confident; one scalar temperature fitted on 
 that without changing any prediction (Guo et al. 2017). When only probabilities are stored (predictions CSVs),
 log-probabilities serve as logits: softmax is invariant to a per-row constant, so scaling log p by 1/T is the
 same operation.
+
+The fitted temperature minimises validation NLL, which is not the same as lowering ECE: a few confidently wrong
+items can pull T far enough to make the rest under-confident. `fit_calibration` checks the fitted T on validation
+ECE and keeps T = 1 (no scaling) when it made ECE worse, saying so, so a worse calibration is never applied.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,6 +78,53 @@ def fit_temperature(logits_val: np.ndarray, y_val: np.ndarray, max_iter: int = 1
         log.warning("temperature fit diverged (T=%s); using T=1", t)
         return 1.0
     return float(np.clip(t, 1e-2, 1e2))
+
+
+@dataclass(frozen=True)
+class TemperatureFit:
+    """A fitted temperature and whether it is used: `temperature` is the one to apply (1.0 when not used)."""
+
+    fitted: float  # the NLL-optimal T on validation
+    used: bool  # False when the fitted T made validation ECE worse
+    ece_val_before: float
+    ece_val_after: float  # validation ECE with the fitted T
+
+    @property
+    def temperature(self) -> float:
+        return self.fitted if self.used else 1.0
+
+    @property
+    def note(self) -> str:
+        """One line for reports: what was fitted and whether it is applied."""
+        change = f"validation ECE {self.ece_val_before:.4f} -> {self.ece_val_after:.4f}"
+        if self.used:
+            return f"temperature scaling used: T = {self.fitted:.3f} ({change})"
+        return (
+            f"temperature scaling not used: the fitted T = {self.fitted:.3f} made {change} worse, so T = 1 "
+            "(probabilities as the model gives them)"
+        )
+
+    def to_dict(self) -> dict[str, float | bool | str]:
+        return {
+            "temperature": self.temperature,
+            "fitted_temperature": self.fitted,
+            "used": self.used,
+            "ece_val_before": self.ece_val_before,
+            "ece_val_after": self.ece_val_after,
+            "note": self.note,
+        }
+
+
+def fit_calibration(logits_val: np.ndarray, y_val: np.ndarray, n_bins: int = 15) -> TemperatureFit:
+    """fit_temperature, then keep it only if it does not raise validation ECE (ties keep the fitted T)."""
+    logits, y = _check_probs_labels(logits_val, y_val)
+    fitted = fit_temperature(logits, y)
+    before = float(expected_calibration_error(apply_temperature(logits, 1.0), y, n_bins))
+    after = float(expected_calibration_error(apply_temperature(logits, fitted), y, n_bins))
+    fit = TemperatureFit(fitted=fitted, used=after <= before, ece_val_before=before, ece_val_after=after)
+    if not fit.used:
+        log.info(fit.note)
+    return fit
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -21,7 +21,7 @@ from sonokit.evaluate.bootstrap import bootstrap_ci
 from sonokit.uncertainty.calibration import (
     apply_temperature,
     calibration_report,
-    fit_temperature,
+    fit_calibration,
     probs_to_logits,
 )
 from sonokit.uncertainty.conformal import (
@@ -140,7 +140,8 @@ def analyse_classification(
         raise InputError(f"validation has {probs_val.shape[1]} classes but test has {probs_test.shape[1]}")
 
     lv, lt = _logits(probs_val, logits_val), _logits(probs_test, logits_test)
-    temp = fit_temperature(lv, y_val)
+    fit = fit_calibration(lv, y_val, n_bins)
+    temp = fit.temperature  # 1.0 when the fitted T made validation ECE worse
     cal_val, cal_test = apply_temperature(lv, temp), apply_temperature(lt, temp)
     raw_test = apply_temperature(lt, 1.0)
     before, after = calibration_report(raw_test, y_test, n_bins), calibration_report(cal_test, y_test, n_bins)
@@ -150,8 +151,9 @@ def analyse_classification(
         "n_classes": int(probs_val.shape[1]),
         "accuracy_test": before["accuracy"],
         "calibration": {
-            "temperature": temp,
+            **fit.to_dict(),
             "fitted_on": "val",
+            "test_ece_worse": bool(after["ece"] > before["ece"]),
             "test_before": before,
             "test_after": after,
             "ece_before": before["ece"],

@@ -122,7 +122,9 @@ def _classification(
         result.probs_test,
         y_t,
         plots / "reliability_after.png",
-        title=f"test, after temperature scaling (T={result.temperature:.2f})",
+        title=f"test, after temperature scaling (T={result.temperature:.2f})"
+        if result.summary["calibration"]["used"]
+        else "test, temperature scaling not used (it made validation ECE worse): T=1",
     )
     correct = result.probs_test.argmax(1) == y_t
     curves = {"max softmax": (result.probs_test.max(1), correct)}

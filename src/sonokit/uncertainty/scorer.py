@@ -41,6 +41,7 @@ class UncertaintyScorer:
     weights_sha256: str
     probs_val: np.ndarray
     correct_val: np.ndarray
+    calibration_note: str = ""  # whether the fitted temperature is used (TemperatureFit.note)
     _correctness: CorrectnessPredictor | None = field(default=None, repr=False)
 
     @classmethod
@@ -62,6 +63,7 @@ class UncertaintyScorer:
             weights_sha256=weights_sha256,
             probs_val=np.asarray(result.probs_val, dtype=np.float64),
             correct_val=np.asarray(result.correct_val, dtype=bool),
+            calibration_note=str(result.summary.get("calibration", {}).get("note", "")),
         )
 
     # ------------------------------------------------------------------ persistence
@@ -73,6 +75,7 @@ class UncertaintyScorer:
         state = {
             "classes": self.classes,
             "temperature": self.temperature,
+            "calibration_note": self.calibration_note,
             "conformal": self.conformal.to_dict(),
             "abstain_threshold": self.abstain_threshold,
             "correctness_kind": self.correctness_kind,
@@ -117,6 +120,7 @@ class UncertaintyScorer:
             weights_sha256=str(state.get("weights_sha256", "")),
             probs_val=probs_val,
             correct_val=correct_val.astype(bool),
+            calibration_note=str(state.get("calibration_note", "")),
         )
 
     # ------------------------------------------------------------------ scoring
