@@ -82,10 +82,9 @@ def main() -> None:
         if m.role == "video":
             channels_last_model(m.run.model)
     prepared = [prepare_for_prediction(m) for m in copy.deepcopy(plain)]  # today's load_echo_models
-    variants = (
-        [("before: sequential, default layout", plain, 0), ("channels-last, sequential", fast, 0)]
-        + [(f"folded + grey, channels-last, {_mode(w)}", prepared, w) for w in [0, *args.workers]]
-    )
+    variants = [("before: sequential, default layout", plain, 0), ("channels-last, sequential", fast, 0)] + [
+        (f"folded + grey, channels-last, {_mode(w)}", prepared, w) for w in [0, *args.workers]
+    ]
     results = []
     for label, models, workers in variants:
         predict_studies(files[:3], models, workers=0)  # warm-up: allocator, first-call overheads
