@@ -268,6 +268,7 @@ def test_ef_predict_keeps_every_answer_when_the_lv_model_finds_nothing(predicted
     assert math.isfinite(row["ef_video"]) and row["ef"] == row["ef_video"] and row["ef_source"] == "video"
     assert row["flags"].startswith("seg: no LV found") and row["flags_video"] == ""
     assert row["class"] and row["n_frames"] > 0
+    assert math.isnan(row["consistency_seg"])  # nothing outlined, nothing to compare
 
 
 def test_prepared_video_model_gives_the_unprepared_ef(predicted, runs) -> None:

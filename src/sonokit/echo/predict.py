@@ -96,6 +96,9 @@ def _frame_batches(model: EchoModel, cine: PreparedCine, batch_size: int):
 MIN_LV_FRACTION = 0.005
 # Simpson EF outside this range is physiologically implausible; the row keeps the value and flags it.
 PLAUSIBLE_EF = (5.0, 90.0)
+# Consecutive frames of a cine overlap almost entirely (Dice > 0.9 at 25-90 fps); a mask that jumps more than this
+# between frames is following noise, not the LV.
+MIN_FRAME_CONSISTENCY = 0.8
 
 
 @dataclass
@@ -112,6 +115,12 @@ class LVResult:
     efs: list[float] = field(default_factory=list)
     spacing_mm: tuple[float, float] | None = None  # of a model pixel, when the file gives its spacing
     flags: list[str] = field(default_factory=list)  # why (part of) the answer should not be trusted
+    consistency: float = (
+        math.nan
+    )  # mean Dice of consecutive frames' masks (lv-seg): how steady the outline is
+    beat_interval_cv: float = (
+        math.nan
+    )  # spread of ED-to-ED intervals / their mean (3+ beats): rhythm regularity
 
     def outline(self, i: int) -> np.ndarray | None:
         """The LV outline of frame i as (k, 2) x, y model pixels (largest region of the mask, or the tracing)."""
@@ -150,6 +159,12 @@ def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LV
     largest = float(np.nanmax(res.area, initial=0.0)) / float(size * size)
     if largest < MIN_LV_FRACTION:
         res.flags.append(f"no LV found (largest outline {100 * largest:.2f}% of the image)")
+    elif res.masks is not None and len(res.masks) > 1:
+        res.consistency = _frame_consistency(res.masks)
+        if res.consistency < MIN_FRAME_CONSISTENCY:
+            res.flags.append(
+                f"LV outline unsteady between frames (consecutive-frame Dice {res.consistency:.2f})"
+            )
     res.beats = find_beats(res.area, cine.fps) if np.ptp(res.area) > 0 else []
     if not res.beats:  # less than one beat visible: the largest LV, then the smallest after it
         res.flags.append("no heartbeat in the LV area curve: ED/ES are its largest and smallest frames")
@@ -157,6 +172,9 @@ def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LV
         after = res.area[ed:]
         es = ed + int(np.argmin(after)) if len(after) > 1 else int(np.argmin(res.area))
         res.beats, res.beat_source = [Beat(ed=ed, es=es)], "extremes"
+    if res.beat_source == "beats" and len(res.beats) >= 3:
+        intervals = np.diff([b.ed for b in res.beats])
+        res.beat_interval_cv = float(intervals.std() / intervals.mean())
     failed: dict[str, int] = {}
     for b in res.beats:
         try:
@@ -183,6 +201,17 @@ def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LV
             f"implausible EF in {len(implausible)} of {len(res.beats)} beats (outside {low:g}-{high:g}%)"
         )
     return res
+
+
+def _frame_consistency(masks: np.ndarray) -> float:
+    """Mean Dice between each frame's mask and the next, over pairs where either has an outline."""
+    a, b = masks[:-1].reshape(len(masks) - 1, -1), masks[1:].reshape(len(masks) - 1, -1)
+    sizes = a.sum(axis=1) + b.sum(axis=1)
+    keep = sizes > 0
+    if not keep.any():
+        return math.nan
+    overlap = np.logical_and(a[keep], b[keep]).sum(axis=1)
+    return float(np.mean(2.0 * overlap / sizes[keep]))
 
 
 @torch.inference_mode()
@@ -329,6 +358,8 @@ def measure_study(
                 f"beat_efs_{k}": _fmt_list(res.efs, "{:.2f}") if res else "",
                 f"n_beats_{k}": len(res.beats) * (res.beat_source == "beats") if res else 0,
                 f"beat_source_{k}": res.beat_source if res else "failed",
+                f"consistency_{k}": res.consistency if res else math.nan,
+                f"beat_interval_cv_{k}": res.beat_interval_cv if res else math.nan,
             })  # fmt: skip
         per_model[f"flags_{k}"] = "; ".join(flags[k])
     head = next((m.key for m in models if math.isfinite(efs[m.key])), models[0].key)
