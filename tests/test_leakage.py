@@ -116,6 +116,17 @@ def test_resampled_unit_is_patients_only_with_a_group_column() -> None:
     assert resample_unit(pd.DataFrame({"path": paths, "group": ["p1", "p1", "p2"]})) == "patients"
 
 
+def test_a_flat_image_folder_is_per_image_even_through_symlinks(tmp_path: Path) -> None:
+    from sonokit.data import read_image_folder
+
+    data = breast_folder(tmp_path / "breast", n=4, masks=False)
+    (data / "benign" / "linked.png").symlink_to(data / "malignant" / "case01.png")
+    assert resample_unit(read_image_folder(data)) == "images"
+    (data / "benign" / "p7").mkdir()  # root/<class>/<patient>/<file>: groups are patients
+    (data / "benign" / "case00.png").rename(data / "benign" / "p7" / "case00.png")
+    assert resample_unit(read_image_folder(data)) == "patients"
+
+
 # ---------------------------------------------------------------------------- refusing masks in training
 
 
@@ -193,7 +204,7 @@ def test_without_patients_near_duplicates_are_counted_and_cis_say_images(tmp_pat
     messages = [r.getMessage() for r in caplog.records]
     per_file = [m for m in messages if "no group (patient) column" in m]
     assert len(per_file) == 1 and "each of the 36 images is its own group" in per_file[0]
-    near = [m for m in messages if "near-duplicate in train" in m and "(test)" in m]
+    near = [m for m in messages if "near-duplicates of train files" in m and "(test)" in m]
     assert len(near) == 1 and "img/p" in near[0] and "~ img/p" in near[0]
     metrics = json.loads((run / "metrics_test.json").read_text())
     assert metrics["resampled"] == "images" and "resamples of images" in metrics["ci_method"]

@@ -136,7 +136,7 @@ def near_duplicates_across_splits(
         if found.count and found.example is not None:
             q, r = paths[rows[found.example[0]]], paths[train[found.example[1]]]
             log.warning(
-                "%d of %d %s files have a near-duplicate in train (perceptual hash within %d of 64 bits), "
+                "near-duplicates of train files: %d of %d %s files (perceptual hash within %d of 64 bits), "
                 "e.g. %s (%s) ~ %s (train): they inflate the %s score; give a patient column (--group-col) "
                 "or remove the copies",
                 found.count,
