@@ -39,8 +39,11 @@ def _rows_for_class(class_dir: Path, label: str, split: str) -> list[dict]:
     rows = []
     for file in _media_files(class_dir):
         rel = file.relative_to(class_dir)
-        group = rel.parts[0] if len(rel.parts) > 1 else file.stem
-        rows.append({"path": str(file.resolve()), "label": label, "group": group, "split": split})
+        path = file.resolve()
+        # a flat class folder has no patients: the file is its group (the stem of the path the index keeps, so
+        # a symlinked file is recognised as its own group by sonokit.data.leakage.per_file_groups)
+        group = rel.parts[0] if len(rel.parts) > 1 else path.stem
+        rows.append({"path": str(path), "label": label, "group": group, "split": split})
     return rows
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,3 +86,22 @@ def bootstrap_ci(
 ) -> tuple[float, float] | None:
     """Percentile bootstrap CI of `fn(*arrays)`; resamples patients instead of items when `groups` is given."""
     return bootstrap_cis({"m": fn}, *arrays, n_boot=n_boot, seed=seed, groups=groups, level=level)["m"]
+
+
+def name_resampled_unit(metrics: dict[str, Any], unit: str) -> dict[str, Any]:
+    """Metrics that say what the bootstrap resampled: `resampled` = unit, and "resamples of patients" in every
+    `ci_method` becomes "resamples of <unit>" (groups made of single images are images, not patients)."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: (
+                    v.replace("of patients", f"of {unit}")
+                    if k == "ci_method" and isinstance(v, str)
+                    else fix(v)
+                )
+                for k, v in value.items()
+            }
+        return value
+
+    return {**fix(metrics), "resampled": unit}

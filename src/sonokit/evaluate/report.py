@@ -60,10 +60,36 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
         "patient_level",
         "loss",
         "ci_method",
+        "resampled",
+        "near_duplicates_in_train",
     ):
         if key in metrics:
             extra.append((key, metrics[key]))
     return f"<table>{head}{''.join(rows)}</table>" + _kv_table(extra)
+
+
+def _groups_label(unit: str | None) -> str:
+    return f"groups per split ({unit})" if unit else "groups per split"
+
+
+def _leakage_text(leak: dict[str, Any] | None) -> str:
+    """One line: what the group unit was, how many mask-like inputs were kept, near-duplicates per split."""
+    if not leak:
+        return "n/a"
+    parts = [f"groups are {leak.get('group_unit')}"]
+    if leak.get("per_file_groups"):
+        parts[0] += " (no patient column: splits and CIs are per file)"
+    if leak.get("mask_like_inputs"):
+        parts.append(f"{leak['mask_like_inputs']} mask-like inputs kept (allow_mask_like)")
+    near = leak.get("near_duplicates")
+    if near:
+        counts = ", ".join(f"{s} {near[s]}" for s in ("val", "test") if s in near)
+        parts.append(
+            f"near-duplicates of train images ({near.get('hash')}, <= {near.get('max_distance')} bits): {counts}"
+        )
+    else:
+        parts.append("near-duplicates not checked for this task")
+    return "; ".join(parts)
 
 
 def _per_class_table(per_class: dict[str, dict[str, Any]]) -> str:
@@ -184,7 +210,8 @@ def write_report(run_dir: str | Path) -> Path:
                     ("input", json.dumps(card.get("input", {}))),
                     ("training data", data.get("path")),
                     ("items per split", json.dumps(data.get("counts", {}))),
-                    ("patients per split", json.dumps(data.get("groups", {}))),
+                    (_groups_label(data.get("group_unit")), json.dumps(data.get("groups", {}))),
+                    ("leakage checks", _leakage_text(data.get("leakage"))),
                     ("training", json.dumps(card.get("training", {}))),
                     ("seed", card.get("seed")),
                     ("config hash", card.get("config_hash")),

@@ -51,8 +51,14 @@ def evaluate_items(
     dtype: torch.dtype | None = None,
     model_name: str = "",
     n_boot: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Predict `items`, compute metrics, write predictions_<split>.csv, metrics_<split>.json and plots/."""
+    """Predict `items`, compute metrics, write predictions_<split>.csv, metrics_<split>.json and plots/.
+
+    The metrics say what the bootstrap resampled (`resampled`: patients only when the data named them); `extra`
+    adds run facts such as the count of near-duplicates of training images in this split."""
+    from sonokit.data.leakage import resample_unit
+    from sonokit.evaluate.bootstrap import name_resampled_unit
     from sonokit.predict.runner import public_columns
     from sonokit.train.engine import infer, make_loader
 
@@ -64,7 +70,9 @@ def evaluate_items(
     preds = task.predictions(collected, items)
     preds["model"] = model_name or run_dir.name
     metrics = task.metrics(preds, cfg.n_boot if n_boot is None else n_boot, cfg.seed)
-    metrics = {"split": split, "loss": loss if loss == loss else None, **metrics}
+    unit = resample_unit(items) if cfg.bootstrap_by_group else "items"
+    metrics = {"split": split, "loss": loss if loss == loss else None, **name_resampled_unit(metrics, unit)}
+    metrics.update(extra or {})
     write_csv(public_columns(preds), run_dir / f"predictions_{split}.csv")
     atomic_write_json(run_dir / f"metrics_{split}.json", metrics)
     plot_dir = run_dir / "plots"
@@ -104,6 +112,8 @@ def evaluate_run(
             f"no rows in split {split!r} (splits here: {', '.join(found)}; or use --split all)", task.cfg.data
         )
     items = task.expand(rows)
+    near = ((run.card.get("training_data") or {}).get("leakage") or {}).get("near_duplicates") or {}
+    extra = {"near_duplicates_in_train": near[split]} if same_data and split in near else None
     metrics = evaluate_items(
         task,
         run.model,
@@ -114,6 +124,7 @@ def evaluate_run(
         amp_dtype(task.cfg, run.device),
         model_name=run.name,
         n_boot=n_boot,
+        extra=extra,  # the training run's count holds for its own split of its own data only
     )
     write_report(run.run_dir)
     return metrics

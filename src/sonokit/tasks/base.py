@@ -33,6 +33,9 @@ class TaskOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # inputs that look like segmentation masks (names like *_mask.png, two grey levels) are refused unless set
+    allow_mask_like: bool = False
+
 
 class ItemDataset(torch.utils.data.Dataset):
     """Wrap a (tensor, target) dataset into dict items with a per-sample seeded augmentation.
@@ -134,6 +137,11 @@ class Task:
         """Fail before training on a file that cannot be read (default: verify every still image)."""
         verify_images(items["path"].astype(str).unique())
 
+    def thumbnail_reader(self) -> Callable[[str], tuple[np.ndarray, dict[str, Any]]] | None:
+        """`read(path) -> (frames (F, S, S[, C]) uint8, meta)` from the cache training reads anyway, for the
+        leakage checks (two grey levels, near-duplicates); None: this task's inputs are not checked by pixels."""
+        return None
+
     def epoch_groups(self, train_items: pd.DataFrame) -> tuple[list[np.ndarray], int] | None:
         """Training rows drawn afresh each epoch: (groups of item rows, rows drawn per group per epoch), or None
         to train on every row every epoch (the default)."""
@@ -145,12 +153,15 @@ class Task:
 
     def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
         """Training-data facts for the model card: counts only, never patient identifiers."""
+        from sonokit.data.leakage import resample_unit
+
         return {
             "path": str(self.cfg.data),
             "counts": {split: int(len(df)) for split, df in items.items()},
             "groups": {split: int(index.loc[index["split"] == split, "group"].nunique()) for split in items}
             if "group" in index.columns
             else None,
+            "group_unit": resample_unit(index),  # "patients" only when the data named them
         }
 
     # ------------------------------------------------------------------ model and step

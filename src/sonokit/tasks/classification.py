@@ -8,7 +8,7 @@ class, and among those the most confident frame), which is how lung ultrasound s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,6 +89,19 @@ class ClassificationTask(Task):
         if len(classes) < 2:
             raise InputError(f"classification needs at least 2 classes, found {classes}", self.cfg.data)
         self.classes = classes
+
+    def thumbnail_reader(self) -> Callable[[str], tuple[np.ndarray, dict[str, Any]]]:
+        """The letterboxed frames ImageDataset trains on (same recipe, same cache entries): read once."""
+        from sonokit.data.cache import PreprocessedCache
+        from sonokit.data.frames import LetterboxRecipe
+
+        cache = PreprocessedCache(LetterboxRecipe(self.cfg.size, self.cfg.channels))
+
+        def read(path: str) -> tuple[np.ndarray, dict[str, Any]]:
+            entry = cache.entry(path)
+            return entry.frames, entry.meta
+
+        return read
 
     def expand(self, df: pd.DataFrame) -> pd.DataFrame:
         from sonokit.data import expand_video_frames

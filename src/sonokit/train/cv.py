@@ -102,6 +102,9 @@ def cross_validate(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     task = get_task(cfg.task)(cfg)
     index = task.read_index()
     task.setup_classes(index)
+    from sonokit.train.leakage import screen_index
+
+    screen_index(task, index)  # masks among the inputs are refused before the first fold writes anything
     if "split" in index.columns and (index["split"] != "").any():
         log.info("k-fold re-splits the whole dataset by patient; the table's own split column is not used")
     folds = fold_indices(index, k, cfg.seed, cfg.fold_col)

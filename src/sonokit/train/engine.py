@@ -278,6 +278,7 @@ class Trainer:
         self.dist = dist
         self.device = dist.device
         self.callbacks = list(callbacks)
+        self.leakage: dict[str, Any] = {}
         self.dtype = amp_dtype(self.cfg, self.device)
         self.fresh = not self.cfg.resume  # False: continue from the checkpoint
         self.metric_name, self.mode = task.monitor
@@ -324,6 +325,11 @@ class Trainer:
             log.warning("no validation rows: early stopping and best-model choice use the training metric")
         for df in self.items.values():
             task.check_items(df)
+        from sonokit.train.leakage import guard_run
+
+        self.leakage = guard_run(
+            task, self.index
+        )  # masks refused, per-file groups and near-duplicates warned
         self.train_ds = task.build_dataset(self.items["train"], train=True)
         self.val_ds = task.build_dataset(self.items["val"], train=False) if "val" in self.items else None
 
@@ -624,7 +630,7 @@ class Trainer:
             architecture=spec,
             classes=self.task.classes,
             input_spec=self.task.input_spec(),
-            training_data=self.task.describe_data(self.index, self.items),
+            training_data={**self.task.describe_data(self.index, self.items), "leakage": self.leakage},
             seed=self.cfg.seed,
             config_hash=self.cfg.hash(),
             intended_use=self.task.intended_use,
@@ -652,6 +658,7 @@ class Trainer:
         unwrap(self.model).load_state_dict(weights)
         model = unwrap(self.model)
         results = {}
+        near = (self.leakage.get("near_duplicates") or {}) if self.leakage else {}
         for split in ("val", "test"):
             if split in self.items:
                 results[split] = evaluate_items(
@@ -663,6 +670,7 @@ class Trainer:
                     self.device,
                     self.dtype,
                     model_name=self.run_dir.name,
+                    extra={"near_duplicates_in_train": near[split]} if split in near else None,
                 )
         card = self.card(results, state)
         atomic_write_json(self.run_dir / CARD, card)

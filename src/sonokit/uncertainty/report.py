@@ -111,6 +111,11 @@ def _classification(
     frames = item_frames(test.items)
     unit = "frames" if any(frames) else "images"
     summary: dict[str, Any] = {"classes": classes, "level": unit, "knn_k": k, **result.summary}
+    if groups is not None and summary.get("combined"):
+        from sonokit.data.leakage import resample_unit
+
+        # "patients" only when the data named them; groups made of single files are images or videos
+        summary["combined"]["ci_method"] = f"bootstrap over {resample_unit(test.items)}"
     summary["video"] = _video_level(run, val, test, alpha, seed)
 
     plots = out / "plots"
