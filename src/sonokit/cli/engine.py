@@ -88,7 +88,9 @@ def train_cmd(
     path_col: str | None = typer.Option(None, "--path-col"),
     split_col: str | None = typer.Option(None, "--split-col"),
     weights: Path | None = typer.Option(
-        None, "--weights", help="Initial weights file (state dict/safetensors)."
+        None,
+        "--weights",
+        help="Initial weights: a file (state dict/safetensors) or a `sonokit pretrain` run folder.",
     ),
     pretrained: str | None = typer.Option(None, "--pretrained", help="imagenet: not available offline."),
     size: int | None = typer.Option(None, "--size", min=8, help="Input side in pixels."),

@@ -62,6 +62,9 @@ def _register() -> None:
     from sonokit.cli import engine as engine_cli
 
     engine_cli.register(app)
+    from sonokit.cli import pretrain as pretrain_cli
+
+    pretrain_cli.register(app)
     from sonokit.cli import export as export_cli
 
     export_cli.register(app)

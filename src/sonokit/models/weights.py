@@ -25,8 +25,12 @@ _STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file as a flat {name: tensor} dict on the CPU (prefixes not yet stripped)."""
+    """The tensors of a weights file as a flat {name: tensor} dict on the CPU (prefixes not yet stripped).
+
+    A folder written by `sonokit pretrain` stands for its backbone.safetensors."""
     path = Path(path)
+    if path.is_dir() and (path / "backbone.safetensors").is_file():
+        path = path / "backbone.safetensors"
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":

@@ -1,0 +1,50 @@
+"""`sonokit pretrain`: self-supervised pretraining of a 2D backbone on unlabelled images and cines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def pretrain_cmd(
+    data: list[Path] = typer.Argument(
+        ..., help="Image/cine files, folders, or one CSV with a `path` column."
+    ),
+    out: Path = typer.Option(..., "--out", help="Run folder (backbone.safetensors, pretrain_card.json)."),
+    model: str = typer.Option("tinycnn", "--model", help="Any 2D backbone of `sonokit models list`."),
+    size: int = typer.Option(96, "--size", min=16, help="Input size (frames are letterboxed to it)."),
+    channels: int = typer.Option(1, "--channels", min=1, max=3, help="1 (grey) or 3."),
+    epochs: int = typer.Option(30, "--epochs", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=2, help="Frames per step (each gives two views)."),
+    lr: float = typer.Option(1e-3, "--lr"),
+    temperature: float = typer.Option(0.2, "--temperature", help="SimCLR's softmax temperature."),
+    frame_every: int = typer.Option(4, "--frame-every", min=1, help="Frames of a cine: every Nth ..."),
+    max_frames: int = typer.Option(32, "--max-frames", min=1, help="... at most this many per cine."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: all)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last epoch."),
+    stop_after: int | None = typer.Option(
+        None, "--stop-after", min=1, help="End after this many epochs in all (run in pieces with --resume)."
+    ),
+) -> None:
+    """Learn a backbone from unlabelled scans (SimCLR with ultrasound views); `train --weights OUT` starts from it."""
+    import torch
+
+    from sonokit.pretrain import PretrainConfig, pretrain
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = PretrainConfig(
+        data=[str(d) for d in data], out=str(out), model=model, size=size, channels=channels, epochs=epochs,
+        batch_size=batch_size, lr=lr, temperature=temperature, frame_every=frame_every, max_frames=max_frames,
+        seed=seed, resume=resume, stop_after=stop_after,
+    )  # fmt: skip
+    run = pretrain(cfg)
+    typer.echo(
+        f"pretrained {model} -> {run / 'backbone.safetensors'} (use: sonokit train TASK --weights {run})"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain_cmd)
