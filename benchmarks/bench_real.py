@@ -92,6 +92,12 @@ RECIPES: dict[str, Recipe] = {
     "effb0-128": Recipe(
         "efficientnet_b0, input 128, lr 0.002", {"model": "efficientnet_b0", "size": 128, "lr": 0.002}
     ),
+    # the defaults started from a backbone that `sonokit pretrain` learnt without labels on the OTHER real sets
+    # (never on the one evaluated): benchmarks/bench_pretrain.py writes bench_data/pretrain/without-<dataset>
+    "ssl": Recipe(
+        "defaults + `--weights` from `sonokit pretrain` on the other real sets (bench_pretrain.py)",
+        {"weights": "{pretrained_without_dataset}"},
+    ),
 }
 
 
@@ -176,7 +182,13 @@ def base_config(ds: Dataset, out: Path, recipe: Recipe, n_boot: int) -> TrainCon
         "fold_col": ds.fold_col,
         "n_boot": n_boot,
     }
-    return resolve_config("classify", overrides=overrides, task_defaults=cls.defaults, sets=recipe.sets)
+    sets = dict(recipe.sets)
+    if sets.get("weights") == "{pretrained_without_dataset}":
+        backbone = ROOT / "bench_data" / "pretrain" / f"without-{ds.name}"
+        if not (backbone / "backbone.safetensors").is_file():
+            raise SystemExit(f"{backbone}: no pretrained backbone; run benchmarks/bench_pretrain.py first")
+        sets["weights"] = str(backbone)
+    return resolve_config("classify", overrides=overrides, task_defaults=cls.defaults, sets=sets)
 
 
 def index_and_folds(ds: Dataset) -> tuple[pd.DataFrame, list[str], list[tuple[np.ndarray, np.ndarray]]]:
