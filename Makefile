@@ -24,8 +24,8 @@ browser:
 	  { echo "install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; exit 1; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 test: lint browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15

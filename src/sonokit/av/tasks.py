@@ -442,6 +442,15 @@ class AVCalcificationTask(_AVIndex, ClassificationTask):
         )
         return spec
 
+    def export_recipe(self) -> dict[str, Any]:
+        from sonokit.export.recipe import sonokit_only_recipe
+
+        return sonokit_only_recipe(
+            self,
+            "the valve crop (box from av-detect, margin, optional noise reduction) is sonokit's av cascade",
+            crop="sonokit only",
+        )
+
     def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
         """New files are taken as crops already (whole image); use `sonokit av predict` for full frames."""
         return predict_rows(files)

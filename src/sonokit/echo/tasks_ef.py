@@ -325,6 +325,16 @@ class EFTask(Task):
         )
         return spec
 
+    def export_recipe(self) -> dict[str, Any]:
+        from sonokit.export.recipe import echo_recipe
+
+        return echo_recipe(
+            self,
+            layout="NCTHW",
+            clip_sampling=f"sonokit only ({self.opts.frames} frames, period {self.opts.period}, clips per study)",
+            output={"tensor": "ejection fraction in percent (batch, 1)"},
+        )
+
     def state(self) -> dict[str, Any]:
         return {"classes": None, "train_mean": self.train_mean, "train_fps": self.train_fps}
 

@@ -414,6 +414,11 @@ class LVTask(Task):
         )
         return spec
 
+    def export_recipe(self) -> dict[str, Any]:
+        from sonokit.export.recipe import echo_recipe
+
+        return echo_recipe(self, postprocess="sonokit only (masks/keypoints to LV outline, volumes, EF)")
+
     def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
         from sonokit.echo.frames import cine_index
 

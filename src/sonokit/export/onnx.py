@@ -10,6 +10,8 @@ Why these choices:
   a failed export leaves nothing behind.
 - The ONNX metadata holds the model card essentials and a digest of the weights, so `--backend auto` can tell a
   model.onnx that no longer matches model.safetensors (retrained, resumed) and fall back to PyTorch.
+- It also holds the preprocessing recipe (key "preprocess", sonokit.export.recipe), so another runtime can turn a
+  file into the network's input without sonokit (examples/onnx_standalone.py).
 """
 
 from __future__ import annotations
@@ -281,6 +283,8 @@ def export_run(
         "input_spec": run.task.input_spec(),
         "config_hash": card.get("config_hash"),
         "input": "normalised tensor: (pixels / 255 - mean) / std, see input_spec",
+        # every step from file to tensor and from output to probabilities (sonokit.export.recipe)
+        "preprocess": run.task.export_recipe(),
     }
     return export_model(
         run.model,

@@ -228,6 +228,15 @@ class Task:
             "scale": "uint8 / 255, then (x - mean) / std",
         }
 
+    def export_recipe(self) -> dict[str, Any]:
+        """The preprocessing recipe written into an exported model (sonokit.export.recipe); default: sonokit only."""
+        from sonokit.export.recipe import sonokit_only_recipe
+
+        return sonokit_only_recipe(
+            self,
+            f"the {self.name} task's preprocessing is implemented only in sonokit (input_spec describes it)",
+        )
+
     def state(self) -> dict[str, Any]:
         """What must be stored with the weights to use them again (written into the model card)."""
         return {"classes": self.classes}

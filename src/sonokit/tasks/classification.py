@@ -402,6 +402,11 @@ class ClassificationTask(Task):
         )
         return spec
 
+    def export_recipe(self) -> dict[str, Any]:
+        from sonokit.export.recipe import classifier_recipe
+
+        return classifier_recipe(self)
+
     def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
         from sonokit.data.frames import count_frames, may_have_frames, read_image, sample_indices
 
