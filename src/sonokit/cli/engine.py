@@ -170,20 +170,58 @@ def train_cmd(
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="Run folder written by `sonokit train`."),
     data: Path | None = typer.Option(
-        None, "--data", help="Dataset (default: the one the run was trained on)."
+        None,
+        "--data",
+        help="Dataset (default: the one the run was trained on). Other data needs --out: every row is "
+        "scored, nothing is re-split.",
     ),
-    split: str = typer.Option("test", "--split", help="train, val, test, or all (every row)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Evaluation folder to write (metrics, predictions, plots, by-tables, report.html); the run folder "
+        "is then only read. Required for data other than the run's own.",
+    ),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="train, val, test, or all (every row). Default: test of the training data, all of other data.",
+    ),
+    by: list[str] | None = typer.Option(
+        None,
+        "--by",
+        help="Metrics per level of a column, repeatable or a comma list: --by site, --by vendor,site; a numeric "
+        "column in bins: --by ef:30,40,50 (<30, 30-40, 40-50, >=50) or quantile bins --by ef:q4.",
+    ),
     device: str = typer.Option("auto", "--device"),
     n_boot: int | None = typer.Option(None, "--n-boot", min=0, help="Bootstrap resamples for the 95% CIs."),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Evaluate a run on a split: metrics_<split>.json (95% CIs), predictions_<split>.csv, plots, report.html."""
-    from sonokit.evaluate.runner import evaluate_run
+    """Evaluate a run: metrics (95% CIs), predictions, plots, report.html; with --out on any data (external
+    validation) into a folder of its own, with --by per site, vendor or EF range."""
+    from sonokit.evaluate.breakdown import markdown_table, parse_by
 
     _quiet(quiet)
-    metrics = evaluate_run(run, data=data, split=split, device=device, n_boot=n_boot)
-    _echo_metrics(split, metrics)
-    typer.echo(f"wrote {run / f'metrics_{split}.json'}")
+    specs = parse_by(by)
+    if out is not None:
+        from sonokit.evaluate.external import evaluate_external
+
+        metrics = evaluate_external(run, data, out, split=split, by=specs, device=device, n_boot=n_boot)
+        name = metrics["split"]
+        where = out
+        typer.echo(f"{name}: {metrics['rows']} rows of {metrics['data']} (split {metrics['data_split']})")
+    else:
+        from sonokit.evaluate.runner import evaluate_run
+
+        name = split or "test"
+        metrics = evaluate_run(run, data=data, split=name, device=device, n_boot=n_boot, by=specs)
+        where = run
+    _echo_metrics(name, metrics)
+    for column, entry in (metrics.get("by") or {}).items():
+        import pandas as pd
+
+        typer.echo(f"\nby {column}:")
+        typer.echo(markdown_table(pd.DataFrame(entry["table"]), column), nl=False)
+    typer.echo(f"wrote {where / f'metrics_{name}.json'}")
 
 
 def predict_cmd(

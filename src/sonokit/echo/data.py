@@ -84,7 +84,12 @@ def read_echo_index(data: str | Path, need_ef: bool = True) -> tuple[pd.DataFram
             f"{int(bad.sum())} videos without a numeric EF: {listing(df.loc[bad, 'name'].tolist())}", data
         )
     df["label"] = [heart_function_class(e) if np.isfinite(e) else "" for e in df["ef"].to_numpy(float)]
-    return df[INDEX_COLUMNS].reset_index(drop=True), echonet
+    # the source's other columns (site, vendor, EDV ...) ride along for `sonokit evaluate --by`
+    source = fl if echonet is not None else table
+    used = {"FileName", "EF", "Split", "FPS", "NumberOfFrames"} if echonet is not None else {"label"}
+    extra = [c for c in source.columns if c not in used and c not in INDEX_COLUMNS]
+    df = pd.concat([df[INDEX_COLUMNS].reset_index(drop=True), source[extra].reset_index(drop=True)], axis=1)
+    return df.reset_index(drop=True), echonet
 
 
 def fill_frame_counts(df: pd.DataFrame) -> pd.DataFrame:

@@ -289,7 +289,7 @@ class EFTask(Task):
                 f"{metrics['baseline_mae'] or float('nan'):.2f})",
             )
         ]
-        if split != "test":  # model selection needs one look; the full set is for the held-out test split
+        if split in ("train", "val"):  # model selection needs one look; the full set is for held-out data
             return first
         return first + [
             plot_bland_altman(

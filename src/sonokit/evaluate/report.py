@@ -183,17 +183,62 @@ def _uncertainty_section(u: dict[str, Any]) -> list[str]:
     return parts
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Build run_dir/report.html from model_card.json, metrics_*.json and plots/*.png (whatever exists)."""
+def _external_section(metrics_files: list[Path]) -> list[str]:
+    """Which run scored which data (an evaluation folder written by `sonokit evaluate --out`)."""
+    for path in metrics_files:
+        m = json.loads(path.read_text(encoding="utf-8"))
+        if "run" in m and "data" in m:
+            return [
+                "<h2>External evaluation</h2>",
+                _kv_table(
+                    [
+                        ("run", m["run"]),
+                        ("data", m["data"]),
+                        ("rows scored", m.get("rows")),
+                        ("items (images, frames or clips)", m.get("items")),
+                        ("split of the data used", m.get("data_split")),
+                    ]
+                ),
+            ]
+    return []
+
+
+def _by_tables(metrics: dict[str, Any]) -> list[str]:
+    """The per-level tables (`--by`) stored in a metrics json."""
+    import pandas as pd
+
+    from sonokit.evaluate.breakdown import html_table
+
+    parts = []
+    for column, entry in (metrics.get("by") or {}).items():
+        bins = entry.get("bins")
+        note = f" (bins {html.escape(str(bins))})" if bins else ""
+        parts += [
+            f"<h3>By {html.escape(column)}{note}</h3>",
+            html_table(pd.DataFrame(entry["table"]), column),
+        ]
+    return parts
+
+
+def write_report(run_dir: str | Path, card_dir: str | Path | None = None) -> Path:
+    """Build run_dir/report.html from model_card.json, metrics_*.json and plots/*.png (whatever exists).
+
+    `card_dir`: the run whose model card describes the model, when run_dir is an evaluation folder of its own.
+    """
     run_dir = Path(run_dir)
+    card_dir = Path(card_dir) if card_dir is not None else run_dir
     card: dict[str, Any] = {}
-    if (run_dir / "model_card.json").is_file():
-        card = json.loads((run_dir / "model_card.json").read_text(encoding="utf-8"))
+    if (card_dir / "model_card.json").is_file():
+        card = json.loads((card_dir / "model_card.json").read_text(encoding="utf-8"))
+    metrics_files = sorted(run_dir.glob("metrics_*.json"))
+    external = _external_section(metrics_files) if card_dir != run_dir else []
+    title = "sonokit external evaluation" if external else "sonokit run"
     parts = [
-        f"<h1>sonokit run: {html.escape(str(card.get('name', run_dir.name)))}</h1>",
+        f"<h1>{title}: {html.escape(str(card.get('name', card_dir.name)))}</h1>",
         f"<p>task <b>{html.escape(str(card.get('task', '?')))}</b></p>",
         '<p class="warn">Research software, not for clinical use. These numbers describe this data set only; '
         "they are not evidence of clinical performance.</p>",
+        *external,
     ]
     if card:
         arch = card.get("architecture", {})
@@ -224,7 +269,7 @@ def write_report(run_dir: str | Path) -> Path:
     if (run_dir / "metrics_cv.json").is_file():
         cv = json.loads((run_dir / "metrics_cv.json").read_text(encoding="utf-8"))
         parts += [f"<h2>Cross-validation ({cv.get('folds')} folds, held-out fold)</h2>", _cv_table(cv)]
-    for path in sorted(run_dir.glob("metrics_*.json")):
+    for path in metrics_files:
         if path.stem == "metrics_cv":
             continue
         metrics = json.loads(path.read_text(encoding="utf-8"))
@@ -232,6 +277,7 @@ def write_report(run_dir: str | Path) -> Path:
         parts += [f"<h2>Metrics: {html.escape(split)}</h2>", _metrics_table(metrics)]
         if "per_class" in metrics:
             parts.append(_per_class_table(metrics["per_class"]))
+        parts += _by_tables(metrics)
     if (run_dir / "uncertainty.json").is_file():
         parts += _uncertainty_section(json.loads((run_dir / "uncertainty.json").read_text(encoding="utf-8")))
     plots = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
