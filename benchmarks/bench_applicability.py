@@ -12,7 +12,7 @@ Per foreign set: the AUROC of the distance for separating it from the in-domain 
 share of items called applicable at the validation threshold (in-domain: should be about 99%; foreign: 0%).
 Every input goes through the run's own predict path (task.predict_items, the dataset, the hooked head).
 
-    python benchmarks/bench_applicability.py [--work /tmp/bench_applicability] [--n 600] [--epochs 6]
+    python benchmarks/bench_applicability.py [--work /tmp/bench_applicability] [--n 800] [--epochs 10]
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def _auroc(d_in: np.ndarray, d_out: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_applicability"))
-    ap.add_argument("--n", type=int, default=600, help="simulated fetal-plane images to train on")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--n", type=int, default=800, help="simulated fetal-plane images to train on")
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--real", type=int, default=100, help="real images per real set")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -165,6 +165,9 @@ def main() -> None:
     d_in = {m: s.distance(outs["test"].embeddings) for m, s in scorers.items()}
     cells = " | ".join(f"- | {np.mean(d_in[m] <= s.threshold):.1%}" for m, s in scorers.items())
     print(f"| in-domain test (simulated fetal planes) | {len(outs['test'].y)} | {cells} |")
+    real_or_synth_us = [n for n in emb if "natural" not in n]
+    if real_or_synth_us:
+        emb["all other ultrasound (pooled)"] = np.concatenate([emb[n] for n in real_or_synth_us])
     for name, e in emb.items():
         cells = []
         for m, s in scorers.items():

@@ -14,13 +14,13 @@ from sonokit.errors import InputError, ModelError
 from sonokit.uncertainty.applicability import ApplicabilityScorer, conformal_threshold
 
 
-def _domain(rng: np.random.Generator, n: int, dim: int = 32, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Three Gaussian classes in a low-dimensional subspace (like trained embeddings), optionally shifted away."""
+def _domain(rng: np.random.Generator, n: int, dim: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Three Gaussian classes in a low-dimensional subspace (like trained embeddings)."""
     y = rng.integers(0, 3, n)
     basis = np.linalg.qr(np.random.default_rng(99).normal(size=(dim, 6)))[0]
     centres = np.random.default_rng(7).normal(scale=4.0, size=(3, 6))
     x = (centres[y] + rng.normal(size=(n, 6))) @ basis.T + 0.05 * rng.normal(size=(n, dim))
-    return x + shift, y
+    return x, y
 
 
 @pytest.mark.parametrize("method", ["mahalanobis", "knn"])
