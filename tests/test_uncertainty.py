@@ -384,6 +384,7 @@ def test_uncertainty_and_similar_on_a_trained_run(tmp_path) -> None:
     res = CliRunner().invoke(app, ["uncertainty", str(run), "--alpha", "0.2", "--k", "3", "--quiet"])
     assert res.exit_code == 0, res.output
     assert "ECE" in res.output and "conformal LAC: coverage" in res.output
+    assert "of test items (mahalanobis distance <=" in res.output
     s = json.loads((run / "uncertainty.json").read_text())
     n_test = s["n_test"]
     assert n_test == len(pd.read_csv(run / "predictions_test.csv"))  # the run's own test split
@@ -409,6 +410,7 @@ def test_uncertainty_and_similar_on_a_trained_run(tmp_path) -> None:
     sim = pd.read_csv(csv)
     assert len(sim) == 4 and sim["rank"].tolist() == [1, 2, 3, 4]
     assert Path(sim["path"].iloc[0]).resolve() == Path(query).resolve() and sim["distance"].iloc[0] < 1e-4
+    assert sim["in_training_set"].tolist() == [True, False, False, False]  # the query itself is marked
     assert len(montages) == 1 and montages[0].read_bytes()[:4] == b"\x89PNG"
     assert len(errors) == 1 and "missing.png" in errors[0]
 
@@ -426,6 +428,27 @@ def test_uncertainty_and_similar_on_a_trained_run(tmp_path) -> None:
     assert pred["combined_pred"].tolist() == per_item["combined_pred"].tolist()
     assert pred["knn_pred"].tolist() == per_item["knn_pred"].tolist()
     assert pred["conformal_set"].tolist() == per_item["set_lac"].tolist()
+
+    # applicability: fitted by `sonokit uncertainty`; in-domain test images pass, natural photographs do not
+    assert (run / "applicability" / "applicability.json").is_file()
+    assert s["applicability"]["applicable_rate_test"] >= 0.8
+    assert pred["applicable"].astype(bool).mean() == pytest.approx(s["applicability"]["applicable_rate_test"])
+    assert pred["applicability"].between(0, 1).all()
+    import cv2
+    import skimage.data
+
+    natural = []
+    for name in ("astronaut", "coffee", "camera", "chelsea"):
+        natural.append(tmp_path / f"{name}.png")
+        img = np.asarray(getattr(skimage.data, name)())
+        cv2.imwrite(str(natural[-1]), img[..., ::-1] if img.ndim == 3 else img)
+    out_nat = tmp_path / "natural.csv"
+    res = CliRunner().invoke(
+        app, ["predict", str(run), *map(str, natural), "--out", str(out_nat), "--uncertainty", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    nat = pd.read_csv(out_nat)
+    assert len(nat) == 4 and not nat["applicable"].astype(bool).any(), nat[["path", "applicability"]]
     flagged = pred["flagged"].astype(bool).to_numpy()
     swapped = pred["combined_pred"] != pred["y_pred"]
     assert not swapped[~flagged].any()  # only flagged items may change their answer

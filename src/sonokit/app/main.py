@@ -264,6 +264,13 @@ def show_echo(r: StudyResult) -> None:
 def show_classification(r: StudyResult) -> None:
     for c in r.classifications:
         st.markdown(f"#### {c.task} · `{c.model}`")
+        if not c.answered:
+            st.warning(
+                f"Not applicable to {c.model}: this image does not look like its training data "
+                f"(applicability {c.applicability:.3f}; applicable when {c.applicability_rule}).",
+                icon="🚫",
+            )
+            continue
         left, mid, right = st.columns([1.2, 1.4, 1])
         with left:
             st.metric("Prediction", c.prediction, help=f"answer for the {c.unit}")
@@ -276,6 +283,8 @@ def show_classification(r: StudyResult) -> None:
                 )
             if c.conformal_set is not None:
                 st.caption(f"Conformal set: {', '.join(c.conformal_set) or '(empty)'}")
+            if c.applicable:
+                st.caption(f"Applicable: looks like the training data (applicability {c.applicability:.3f})")
             for n in c.notes:
                 st.caption(n)
         with mid:
@@ -298,10 +307,13 @@ def show_classification(r: StudyResult) -> None:
             st.markdown(f"Most similar training cases (kNN vote: **{c.knn_vote}**)")
             cols = st.columns(len(c.similar))
             for col, s in zip(cols, c.similar, strict=True):
+                text = f"{s.label} · d={s.distance:.3f}" + (
+                    " · this image, in the training set" if s.in_training_set else ""
+                )
                 if s.image is not None:
-                    col.image(s.image, caption=f"{s.label} · d={s.distance:.3f}", width="stretch")
+                    col.image(s.image, caption=text, width="stretch")
                 else:
-                    col.caption(f"{s.label} · d={s.distance:.3f} (not shown)")
+                    col.caption(f"{text} (not shown)")
 
 
 def show_av(r: StudyResult) -> None:

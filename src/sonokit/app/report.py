@@ -56,11 +56,15 @@ def predictions_table(results: Sequence[StudyResult]) -> pd.DataFrame:
                 "thresholds": e.thresholds, **row,
             })  # fmt: skip
         for c in r.classifications:
+            answer = (
+                {"y_pred": c.prediction, **{f"p_{k}": _num(float(p)) for k, p in zip(c.classes, c.probs, strict=True)}}
+                if c.answered else {"y_pred": "not applicable"}
+            )  # fmt: skip
             rows.append({
                 "file": r.name, "system": "classification", "model": c.model, "task": c.task, "unit": c.unit,
-                "y_pred": c.prediction, **{f"p_{k}": _num(float(p)) for k, p in zip(c.classes, c.probs, strict=True)},
-                "conformal_set": "|".join(c.conformal_set) if c.conformal_set is not None else None,
+                **answer, "conformal_set": "|".join(c.conformal_set) if c.conformal_set is not None else None,
                 "abstain": c.abstain, "knn_vote": c.knn_vote or None,
+                "applicable": c.applicable, "applicability": _num(c.applicability),
             })  # fmt: skip
         if r.av is not None:
             a = r.av
@@ -185,6 +189,14 @@ def _echo_html(r: StudyResult) -> str:
 def _class_html(r: StudyResult) -> str:
     out = []
     for c in r.classifications:
+        if not c.answered:
+            out.append(
+                f"<h3>{html.escape(c.task)}: {html.escape(c.model)}</h3>"
+                f'<p class="warn">Not applicable to {html.escape(c.model)}: this image does not look like its '
+                f"training data (applicability {c.applicability:.3f}; applicable when "
+                f"{html.escape(c.applicability_rule)})</p>"
+            )
+            continue
         bars = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{p:.3f}</td>"
             f'<td><span class="bar" style="width:{int(200 * p)}px"></span></td></tr>'
@@ -198,7 +210,14 @@ def _class_html(r: StudyResult) -> str:
                 '<p class="ok">Confident answer (single-class conformal set, confidence above threshold)</p>'
             )
         cset = ", ".join(c.conformal_set) if c.conformal_set is not None else "n/a"
-        similar = "".join(_img(s.image, f"{s.label}  d={s.distance:.3f}") for s in c.similar)
+        similar = "".join(
+            _img(
+                s.image,
+                f"{s.label}  d={s.distance:.3f}"
+                + ("  (this image, in the training set)" if s.in_training_set else ""),
+            )
+            for s in c.similar
+        )
         out.append(
             f"<h3>{html.escape(c.task)}: {html.escape(c.model)}</h3>"
             f'<p><span class="big">{html.escape(c.prediction)}</span> &nbsp; ({html.escape(c.unit)})</p>{flag}'

@@ -9,9 +9,12 @@ itself is done by the systems' own library functions:
     echo            sonokit.echo.predict.predict_study (EF, EDV/ESV, class, beats, overlay WebM) and, for the
                     chart, the LV model's measure_lv area curve; the EF interval is split-conformal on the EF
                     run's validation predictions (sonokit.uncertainty.conformal_regression)
-    classifiers     the task's own predict_items / dataset / predictions; Grad-CAM (sonokit.explain);
+    classifiers     the task's own predict_items / dataset / predictions; first the applicability check
+                    (sonokit.uncertainty.applicability: does the upload look like the run's training data? If
+                    not, the system gives "not applicable" and nothing else); Grad-CAM (sonokit.explain);
                     conformal sets and abstention fitted on the run's validation predictions
-                    (sonokit.uncertainty); similar training cases (sonokit.retrieval.runs)
+                    (sonokit.uncertainty); similar training cases (sonokit.retrieval.runs), the upload itself
+                    marked when it is one of them
     aortic valve    sonokit.av.cascade.Cascade (box, crop, calcification probability)
 
 Every image that reaches the page is masked outside the detected ultrasound region first (burned-in names and
@@ -141,6 +144,7 @@ class SimilarCase:
     label: str
     distance: float
     image: np.ndarray | None  # masked thumbnail, None when it could not be shown
+    in_training_set: bool = False  # this neighbour is the upload itself (same file content, or distance ~0)
 
 
 @dataclass
@@ -161,6 +165,17 @@ class ClassResult:
     similar: list[SimilarCase] = field(default_factory=list)
     knn_vote: str = ""
     notes: list[str] = field(default_factory=list)
+    # the applicability check (None: not available for this run, see notes); when False, no answer is shown
+    applicable: bool | None = None
+    applicability: float | None = (
+        None  # share of in-domain validation items at least as far (median of frames)
+    )
+    applicability_rule: str = ""
+
+    @property
+    def answered(self) -> bool:
+        """False when the upload does not look like the model's training data: its answer means nothing."""
+        return self.applicable is not False
 
 
 @dataclass
@@ -224,6 +239,7 @@ class Models:
     _calibration: dict[tuple[str, float], Calibration | str] = field(default_factory=dict, repr=False)
     _ef_q: dict[tuple[str, float], tuple[float | None, str]] = field(default_factory=dict, repr=False)
     _index: dict[str, Any] = field(default_factory=dict, repr=False)
+    _applicability: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _one_line(err: BaseException) -> str:
@@ -546,6 +562,19 @@ def _similar_index(models: Models, run: Any) -> Any:
     return models._index[key]
 
 
+def _applicability(models: Models, run: Any) -> Any:
+    """The run's applicability scorer (fitted now and saved in the run folder when missing), or why there is none."""
+    from sonokit.uncertainty.applicability import load_or_fit
+
+    key = str(run.run_dir)
+    if key not in models._applicability:
+        try:
+            models._applicability[key] = load_or_fit(run)
+        except (SonokitError, OSError, ValueError) as err:
+            models._applicability[key] = f"no applicability check: {_one_line(err)}"
+    return models._applicability[key]
+
+
 def _read_masked(path: str, frame: str | int) -> np.ndarray | None:
     from sonokit.data.frames import read_image
 
@@ -595,6 +624,17 @@ def _classify(models: Models, run: Any, path: Path, original: dict[int, np.ndarr
         frame=frame,
     )
 
+    check = _applicability(models, run)
+    if isinstance(check, str):
+        res.notes.append(check)
+    else:  # a cine is applicable when most of its frames are
+        fit = check.score(out.embeddings)
+        res.applicable = bool(np.mean(fit["applicable"]) >= 0.5)
+        res.applicability = float(np.median(fit["applicability"]))
+        res.applicability_rule = check.rule()
+        if not res.applicable:
+            return res  # no set, no Grad-CAM, no similar cases: the model has nothing to say about this file
+
     cal = _calibration(models, run, options.alpha)
     if isinstance(cal, str):
         res.notes.append(cal)
@@ -627,7 +667,7 @@ def _classify(models: Models, run: Any, path: Path, original: dict[int, np.ndarr
         if isinstance(index, str):
             res.notes.append(index)
         else:
-            _similar(res, index, out.embeddings[i : i + 1], options.n_similar)
+            _similar(res, index, out.embeddings[i : i + 1], options.n_similar, path, frame)
     return res
 
 
@@ -650,9 +690,14 @@ def _gradcam(run: Any, dataset: Any, i: int, target: int, path: Path, frame: int
     return overlay_heatmap(masked, unletterbox(heat, masked.shape[:2]) * (sector.mask > 0))
 
 
-def _similar(res: ClassResult, index: Any, embedding: np.ndarray, k: int) -> None:
-    """The k nearest training cases (one per training file) and their vote."""
+def _similar(res: ClassResult, index: Any, embedding: np.ndarray, k: int, path: Path,
+             frame: int | None) -> None:  # fmt: skip
+    """The k nearest training cases (one per training file) and their vote; the upload itself is marked when it
+    is one of them."""
+    from sonokit.retrieval.runs import in_training_set
+
     idx, dist = index.query_distinct(embedding, k)
+    hashes: dict[str, str] = {}
     vote = index.knn_vote(embedding, k, len(res.classes))[0]
     res.knn_vote = res.classes[int(np.argmax(vote))]
     for j, d in zip(idx[0], dist[0], strict=True):
@@ -664,6 +709,14 @@ def _similar(res: ClassResult, index: Any, embedding: np.ndarray, k: int) -> Non
                 label=res.classes[lab] if 0 <= lab < len(res.classes) else "?",
                 distance=float(d),
                 image=_read_masked(index.paths[j], index.frames[j]),
+                in_training_set=in_training_set(
+                    path,
+                    "" if frame is None else str(frame),
+                    index.paths[j],
+                    index.frames[j],
+                    float(d),
+                    hashes,
+                ),
             )
         )
 

@@ -80,6 +80,9 @@ def uncertainty_cmd(
                 f"accuracy plain {_pct(cb['accuracy_plain'])}, kNN {_pct(cb['accuracy_knn'])}, "
                 f"combined ({cb['selected_by_val']}) {_pct(cb['accuracy_combined'])}"
             )
+        if "applicability" in s:
+            ap = s["applicability"]
+            typer.echo(f"applicable: {_pct(ap['applicable_rate_test'])} of test items ({ap['rule']})")
     else:
         a = s["absolute"]
         typer.echo(

@@ -2,9 +2,11 @@
 
 Per image or frame: the classifier's temperature-scaled confidence, its conformal set, an abstain flag, the
 correctness check's P(correct), and where that check flags the prediction, the answer of the k nearest training
-items instead (the combined prediction), plus the nearest training item itself so a reader can look at it.
-Everything was fitted on validation by `sonokit uncertainty RUN` (sonokit.uncertainty.scorer); the model's
-head is hooked so one forward pass gives both the logits and the embedding.
+items instead (the combined prediction), plus the nearest training item itself so a reader can look at it, and
+whether the item looks like the training data at all (`applicability`, a p-value against validation, and
+`applicable`; sonokit.uncertainty.applicability). Everything was fitted on validation by `sonokit uncertainty
+RUN` (sonokit.uncertainty.scorer); the model's head is hooked so one forward pass gives both the logits and the
+embedding. A video's `all` row is applicable when most of its frames are, with their median applicability.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sonokit.errors import InputError
+from sonokit.uncertainty.applicability import load_or_fit
 from sonokit.uncertainty.scorer import UncertaintyScorer
 
 COLUMNS = (
@@ -28,6 +31,8 @@ COLUMNS = (
     "nearest_path",
     "nearest_frame",
     "nearest_distance",
+    "applicability",
+    "applicable",
 )
 
 
@@ -43,6 +48,7 @@ class UncertaintyColumns:
         self.task = task
         self.scorer = UncertaintyScorer.load(run.run_dir, weights_fingerprint(run.run_dir))
         self.index = load_or_build_index(run)
+        self.applicability = load_or_fit(run)
         self.names = np.asarray(task.classes, dtype=object)
         self._capture = HeadCapture(run.model)
 
@@ -78,11 +84,19 @@ class UncertaintyColumns:
         items["nearest_path"] = np.asarray(self.index.paths, dtype=object)[j]
         items["nearest_frame"] = np.asarray(self.index.frames, dtype=object)[j]
         items["nearest_distance"] = near_d[:, 0]
+        fit = self.applicability.score(emb)
+        items["applicability"] = fit["applicability"]
+        items["applicable"] = fit["applicable"]
         videos = preds.iloc[n:].copy()
         if len(videos):
             frames = items.copy()
             frames[self.task.prob_columns()] = s["combined_probs"]
             combined = self.task.video_rows(frames).set_index("path")["y_pred"]
             videos["combined_pred"] = videos["path"].map(combined).fillna("")
+            per_video = items.groupby("path").agg(
+                applicability=("applicability", "median"), applicable=("applicable", "mean")
+            )
+            videos["applicability"] = videos["path"].map(per_video["applicability"])
+            videos["applicable"] = videos["path"].map(per_video["applicable"] >= 0.5)
         out = pd.concat([items, videos], ignore_index=True)
         return out.reindex(columns=[*preds.columns, *COLUMNS])

@@ -127,13 +127,42 @@ def class_logits(head_out: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return probs_to_logits(probs)
 
 
-def weights_fingerprint(run_dir: str | Path) -> str:
-    """sha256 of the run's weights: an index built with other weights is stale."""
+def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
-    with open(Path(run_dir) / "model.safetensors", "rb") as fh:
+    with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def weights_fingerprint(run_dir: str | Path) -> str:
+    """sha256 of the run's weights: an index built with other weights is stale."""
+    return file_sha256(Path(run_dir) / "model.safetensors")
+
+
+#: a neighbour this close (cosine distance) is the query itself: float32 round-off, not a similar case
+SAME_ITEM_DISTANCE = 1e-5
+
+
+def in_training_set(
+    query_path: str | Path, query_frame: str, path: str, frame: str, distance: float, hashes: dict[str, str]
+) -> bool:
+    """Whether a training neighbour is the query itself: the same file content (and frame), or distance ~0.
+
+    `hashes` caches file hashes across calls (each file is read once)."""
+    if distance <= SAME_ITEM_DISTANCE:
+        return True
+    if str(frame) != str(query_frame):
+        return False
+    digests = []
+    for p in (str(query_path), path):
+        if p not in hashes:
+            try:
+                hashes[p] = file_sha256(p)
+            except OSError:
+                hashes[p] = ""
+        digests.append(hashes[p])
+    return bool(digests[0]) and digests[0] == digests[1]
 
 
 def item_frames(items: pd.DataFrame) -> list[str]:
@@ -187,10 +216,10 @@ def load_or_build_index(
     return index
 
 
-def _caption(index: EmbeddingIndex, classes: list[str], j: int, dist: float) -> str:
+def _caption(index: EmbeddingIndex, classes: list[str], j: int, dist: float, same: bool = False) -> str:
     label = classes[index.labels[j]] if 0 <= index.labels[j] < len(classes) else "?"
     name = Path(index.paths[j]).name + (f" #{index.frames[j]}" if index.frames[j] else "")
-    return f"{label}  d={dist:.3f}\n{name}"
+    return f"{label}  d={dist:.3f}" + ("  = query, in the training set" if same else "") + f"\n{name}"
 
 
 def _read_frame(path: str, frame: str) -> np.ndarray:
@@ -230,6 +259,11 @@ def find_similar(
     found = idx >= 0
     knn = index.knn_vote(query.embeddings, k, len(classes))
     q_frames = item_frames(query.items)
+    hashes: dict[str, str] = {}
+    same = np.zeros(idx.shape, bool)
+    for i, r in zip(*np.nonzero(found), strict=True):
+        q_path, j = str(query.items["path"].iloc[i]), int(idx[i, r])
+        same[i, r] = in_training_set(q_path, q_frames[i], index.paths[j], index.frames[j], dist[i, r], hashes)
     rows = []
     for i in range(len(query.items)):
         pred = int(query.probs[i].argmax())
@@ -247,6 +281,7 @@ def find_similar(
                     "frame": index.frames[j],
                     "label": classes[index.labels[j]] if 0 <= index.labels[j] < len(classes) else "",
                     "distance": float(dist[i, r]),
+                    "in_training_set": bool(same[i, r]),
                 }
             )
     out = Path(out)
@@ -257,7 +292,8 @@ def find_similar(
         hits = idx[i][found[i]]
         neighbours = [_read_frame(index.paths[j], index.frames[j]) for j in hits]
         captions = [
-            _caption(index, classes, int(j), float(d)) for j, d in zip(hits, dist[i][found[i]], strict=True)
+            _caption(index, classes, int(j), float(d), bool(m))
+            for j, d, m in zip(hits, dist[i][found[i]], same[i][found[i]], strict=True)
         ]
         pred = int(query.probs[i].argmax())
         title = f"query: {classes[pred] if classes else pred} ({query.probs[i, pred]:.2f})"

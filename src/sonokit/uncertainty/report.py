@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sonokit.errors import InputError
+from sonokit.uncertainty.applicability import fit_for_run
 from sonokit.uncertainty.pipeline import analyse_classification, regression_summary, uncertainty_summary
 from sonokit.uncertainty.plots import plot_reliability, plot_risk_coverage
 from sonokit.uncertainty.scorer import UncertaintyScorer
@@ -104,6 +105,7 @@ def _classification(
         seed=seed,
         groups_test=groups,
     )
+    applicability = fit_for_run(run, outs["train"], val, save=data is None)
     if data is None:  # what `sonokit predict --uncertainty` needs, beside the index
         UncertaintyScorer.from_result(result, classes, k, seed, index.meta["weights_sha256"]).save(
             run.run_dir
@@ -116,6 +118,14 @@ def _classification(
 
         # "patients" only when the data named them; groups made of single files are images or videos
         summary["combined"]["ci_method"] = f"bootstrap over {resample_unit(test.items)}"
+    applicable_test = applicability.score(test.embeddings)["applicable"]
+    summary["applicability"] = {
+        "rule": applicability.rule(),
+        "method": applicability.method,
+        "threshold": applicability.threshold,
+        "n_val": int(len(applicability.dist_val)),
+        "applicable_rate_test": float(applicable_test.mean()),
+    }
     summary["video"] = _video_level(run, val, test, alpha, seed)
 
     plots = out / "plots"
