@@ -252,3 +252,18 @@ def test_detection_montage_is_masked(tmp_path: Path) -> None:
     out = cv2.imread(str(detection_montage(preds, tmp_path / "grid.png", n=1, cols=1)), cv2.IMREAD_GRAYSCALE)
     assert out.shape == (320, 320)  # the tile is stretched to a square: rows 0-21 become 0-29
     assert out[:29, :170].max() < 40 and out[100:200, 120:200].mean() > 40  # banner gone, fan kept
+
+
+def test_synth_montage_tiles_and_av_crops_are_masked(tmp_path: Path) -> None:
+    from sonokit.av.cascade import _shown_crop
+    from sonokit.synth.montage import _read_gray
+
+    frames, mask = _fan_frames(n=1)
+    png = tmp_path / "real.png"
+    cv2.imwrite(str(png), frames[0])
+    tile = _read_gray(png)  # what a fetal or PSAX tile of a real dataset folder shows
+    assert tile[:22, :170].max() < 40 and tile[mask].mean() > 40
+    crop = _shown_crop(
+        png, frames[0][0:60, 100:220].copy(), (100, 0, 220, 60)
+    )  # a window over banner and fan
+    assert crop[:22, :70].max() < 40 and crop[mask[0:60, 100:220]].mean() > 40

@@ -36,6 +36,11 @@ def _region(path: str, mtime_ns: int) -> np.ndarray | None:
         return None
 
 
+def region_of(path: str | Path) -> np.ndarray | None:
+    """The (H, W) imaging-region mask of a file's frames, or None when none is found."""
+    return _region(str(path), Path(path).stat().st_mtime_ns)
+
+
 def masked_image(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """A copy of (H, W) or (H, W, 3) `image` with the pixels outside `mask` set to 0 (all of them without one)."""
     image = np.asarray(image)
@@ -52,4 +57,4 @@ def read_shown(path: str | Path, frame: int = 0) -> np.ndarray:
     from sonokit.data.frames import read_image
 
     image = np.asarray(read_image(path, int(frame)))
-    return masked_image(image, _region(str(path), Path(path).stat().st_mtime_ns))
+    return masked_image(image, region_of(path))
