@@ -296,8 +296,10 @@ def test_anonymize_gives_neutral_names_and_removes_coded_free_text(tmp_path: Pat
     out = tmp_path / "share" / "anon"
     proc = sonokit("-v", "anonymize", tmp_path / "in", "--out", out)  # -v: debug logs too
     assert proc.returncode == 0, proc.err
-    files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
-    assert files == ["study_001/image_0001.dcm"]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["deid_report.csv", "study_001/image_0001.dcm"]  # the report names outputs only
+    files = files[1:]
+    assert "ALICE" not in (out / "deid_report.csv").read_text()
     mapping = tmp_path / "share" / "anon_names.csv"  # beside the output folder, not in it
     assert pd.read_csv(mapping).to_dict("records") == [
         {"output": "study_001/image_0001.dcm", "source": str(study / "PLNTFNAME_ALICE_7781.dcm")}

@@ -182,7 +182,8 @@ class Cascade:
             for (f, i), res in zip(chunk, self.run(images), strict=True):
                 row = self.result_row(f, i, res, decision)
                 if crops_dir is not None and res.status == OK:
-                    row["crop_path"] = str(self._save_crop(Path(crops_dir), f, i, res.crop, names))
+                    pixels = _shown_crop(f, res.crop, res.window)
+                    row["crop_path"] = str(self._save_crop(Path(crops_dir), f, i, pixels, names))
                 rows.append(row)
         return pd.DataFrame(rows, columns=COLUMNS), errors
 
@@ -221,6 +222,15 @@ class Cascade:
         k = names.get(stem, 0)
         names[stem] = k + 1
         return write_image(folder / (f"{stem}_{k}.png" if k else f"{stem}.png"), pixels)
+
+
+def _shown_crop(path: Path, pixels: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """A saved crop shows only what lies inside the file's imaging region (burned-in text near the valve goes)."""
+    from sonokit.preprocess.shown import masked_image, region_of
+
+    region = region_of(path)
+    x1, y1, x2, y2 = window
+    return masked_image(pixels, None if region is None else region[y1:y2, x1:x2])
 
 
 def predict_to_csv(

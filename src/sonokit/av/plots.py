@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonokit.data.frames import read_gray
+from sonokit.data.frames import read_gray_array
+from sonokit.preprocess.shown import read_shown
 
 GREEN = (0, 200, 0)
 RED = (230, 30, 30)
@@ -43,7 +44,7 @@ def detection_montage(
     for i in sorted(chosen):
         row = preds.iloc[int(i)]
         frame = int(row["frame"]) if "frame" in preds.columns and pd.notna(row.get("frame")) else 0
-        image = read_gray(row["path"], frame)
+        image = read_gray_array(read_shown(row["path"], frame), row["path"])  # no burned-in text in the PNG
         truth = (
             row[["gt_x1", "gt_y1", "gt_x2", "gt_y2"]].to_numpy(float) if "gt_x1" in preds.columns else None
         )

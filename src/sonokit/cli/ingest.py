@@ -105,16 +105,34 @@ def convert(
     _fail_if(result.errors)
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
 def anonymize(
-    sources: list[Path] = typer.Argument(..., help="DICOM files or folders of them."),
+    sources: list[Path] = typer.Argument(
+        ..., help="DICOM files, AVI/MP4/WebM/MOV exports, or folders of them."
+    ),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder (same relative file names as the input)."
+        ...,
+        "--out",
+        "-o",
+        help="Output folder (neutral names; deid_report.csv lists what was done per file).",
     ),
     no_pixels: bool = typer.Option(
         False,
         "--no-pixels",
-        help="Header only: keep the pixels (burned-in text stays; BurnedInAnnotation kept).",
+        help="DICOM header only: keep the stored pixels as they are (burned-in text stays; BurnedInAnnotation "
+        "kept). Videos are always masked.",
     ),
+    codec: str = typer.Option(
+        "auto",
+        "--codec",
+        help="How masked pixels of a DICOM file are stored: auto (compressed input -> JPEG 2000 lossless, "
+        "uncompressed stays uncompressed), jpeg2000, rle (lossless), jpeg (baseline, lossy, --quality), none "
+        "(uncompressed). Files whose pixels are unchanged keep their own encoding.",
+    ),
+    quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG quality for --codec jpeg."),
     uid_salt: str | None = typer.Option(
         None, "--uid-salt", help="Secret salt for UID replacement, to keep new UIDs stable across runs."
     ),
@@ -122,7 +140,7 @@ def anonymize(
         False,
         "--keep-names",
         help="Keep the input file and folder names (they often hold patient names or IDs). Default: neutral "
-        "names study_NNN/image_NNNN.dcm and a mapping CSV.",
+        "names study_NNN/image_NNNN.dcm (videos video_NNNN.avi) and a mapping CSV.",
     ),
     mapping: Path | None = typer.Option(
         None,
@@ -131,17 +149,37 @@ def anonymize(
         "private, it holds the original names).",
     ),
 ) -> None:
-    """De-identify DICOM files (PS3.15 basic profile; pixels outside the ultrasound sector set to 0; neutral
-    output names)."""
-    from sonokit.io.deid import anonymize_paths
+    """De-identify DICOM files and video exports (PS3.15 basic profile; pixels outside the ultrasound sector set
+    to 0; container tags dropped; compression kept; neutral output names)."""
+    from sonokit.io.deid import REPORT_NAME, anonymize_paths
 
     result = anonymize_paths(
-        sources, out, mask_pixels=not no_pixels, uid_salt=uid_salt, keep_names=keep_names, mapping=mapping
+        sources,
+        out,
+        mask_pixels=not no_pixels,
+        uid_salt=uid_salt,
+        keep_names=keep_names,
+        mapping=mapping,
+        codec=codec,
+        quality=quality,
     )
     _report_errors(result.errors)
-    typer.echo(
-        f"anonymized {len(result.results)} of {len(result.results) + len(result.errors)} file(s) into {out}"
+    done = [r for _, r in result.results]
+    sizes = (
+        f" ({_mb(sum(r.bytes_in for r in done))} in, {_mb(sum(r.bytes_out for r in done))} out)"
+        if done
+        else ""
     )
+    typer.echo(f"anonymized {len(done)} of {len(done) + len(result.errors)} file(s) into {out}{sizes}")
+    texty = sum(bool(r.text_in_sector) for r in done)
+    if texty:
+        typer.echo(
+            f"warning: text-like marks remain inside the imaging region of {texty} file(s): BurnedInAnnotation "
+            f"is YES there; check them (text_in_sector in {out / REPORT_NAME})",
+            err=True,
+        )
+    if done:
+        typer.echo(f"report: {out / REPORT_NAME}")
     if result.mapping is not None:
         typer.echo(f"original names: {result.mapping} (keep it private; it is not in {out})")
     _fail_if(result.errors)

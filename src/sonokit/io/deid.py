@@ -15,13 +15,18 @@ Header rules (applied recursively, into every sequence item):
   UID gets the same new UID within a run (series and study stay grouped), except standard DICOM UIDs
   (`1.2.840.10008.*`: SOP classes, transfer syntaxes), which carry no identity;
 - PatientIdentityRemoved = YES, DeidentificationMethod and its code sequence (113100 Basic Profile, plus
-  113101 Clean Pixel Data when pixels were masked), LongitudinalTemporalInformationModified = REMOVED, and
-  BurnedInAnnotation = NO only when the pixels outside the ultrasound sector were set to 0.
+  113101 Clean Pixel Data when the pixels are clean), LongitudinalTemporalInformationModified = REMOVED, and
+  BurnedInAnnotation = NO only when the pixels outside the ultrasound sector are 0 *and* no text-like marks
+  were found inside it (`sonokit.preprocess.text.find_text`); with marks inside it is YES.
 
 Pixels (mask_pixels=True): frames are decoded to sonokit's uint8 rendering (RGB or MONOCHROME2, see
 dicom_read), the ultrasound sector is found with `sonokit.preprocess.detect_sector`, limited to the union of
-the header's ultrasound regions when they fit the image, and everything outside it is set to 0. Text burned in *inside* the sector is not detected. The output is uncompressed Explicit VR Little
-Endian. Without pixel masking the stored values are kept at their bit depth (decompressed, YBR -> RGB).
+the header's ultrasound regions when they fit the image, and everything outside it is set to 0. When that
+changes no pixel, the input's pixel data bytes and transfer syntax are kept as they are; otherwise the masked
+rendering is written with the codec of `sonokit.io.deid_pixels` (compressed input: JPEG 2000 Lossless by
+default, so a JPEG cine stays near its size). Without pixel masking (header only) the stored pixel data is kept
+as it is, compressed or not. Kept compressed streams lose their comment and application segments (JPEG COM,
+APP1-13/15; JPEG 2000 COM), which can hold text.
 
 This is research tooling: check the output against your institution's de-identification policy.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,11 +285,14 @@ def _code_item(value: str, meaning: str) -> Any:
     return item
 
 
-def deidentify_dataset(ds: Any, uid_mapper: UidMapper | None = None, pixels_cleaned: bool = False) -> Any:
+def deidentify_dataset(
+    ds: Any, uid_mapper: UidMapper | None = None, pixels_cleaned: bool = False, text_remains: bool = False
+) -> Any:
     """Apply the header rules of the module docstring to `ds` in place and return it.
 
-    `pixels_cleaned` says whether the caller has removed burned-in text from the pixels; only then is
-    BurnedInAnnotation set to NO. File meta (group 0002) is updated for the new SOP Instance UID.
+    `pixels_cleaned` says whether the caller has blanked everything outside the sector, `text_remains` whether
+    text-like marks were found inside it: BurnedInAnnotation is NO only for clean pixels without such marks,
+    YES when marks remain. File meta (group 0002) is updated for the new SOP Instance UID.
     """
     mapper = uid_mapper or run_mapper()
     _clean(ds, mapper)
@@ -298,8 +307,12 @@ def deidentify_dataset(ds: Any, uid_mapper: UidMapper | None = None, pixels_clea
     codes = [_code_item("113100", "Basic Application Confidentiality Profile")]
     if pixels_cleaned:
         methods.append("pixels outside the sector set to 0")
-        codes.append(_code_item("113101", "Clean Pixel Data Option"))
-        ds.BurnedInAnnotation = "NO"
+        if text_remains:
+            methods.append("text-like marks remain inside the sector")
+            ds.BurnedInAnnotation = "YES"
+        else:
+            codes.append(_code_item("113101", "Clean Pixel Data Option"))
+            ds.BurnedInAnnotation = "NO"
     ds.DeidentificationMethod = methods
     ds.DeidentificationMethodCodeSequence = codes
     ds.LongitudinalTemporalInformationModified = "REMOVED"
@@ -362,8 +375,9 @@ def region_mask(ds: Any, shape: tuple[int, int]) -> Any:
     return mask
 
 
-def masked_frames(src: Path, ds: Any) -> Any:
-    """The file's frames as sonokit's uint8 rendering with everything outside the ultrasound sector set to 0.
+def masked_frames(src: Path, ds: Any) -> tuple[Any, Any, bool]:
+    """(frames, mask, changed): the file's frames as sonokit's uint8 rendering with everything outside the
+    ultrasound sector set to 0, the (H, W) mask, and whether that set any non-zero pixel to 0.
 
     The sector comes from `sonokit.preprocess.detect_sector`; when the header lists ultrasound regions, the
     mask is also limited to their union: the scanner's own statement of where image data lies, so a banner
@@ -383,8 +397,9 @@ def masked_frames(src: Path, ds: Any) -> Any:
     regions_only = region_mask(ds, mask.shape)
     if regions_only is not None:
         mask = mask & regions_only
+    changed = bool(frames[:, ~mask].any())
     frames[:, ~mask] = 0
-    return frames
+    return frames, mask, changed
 
 
 def _set_rendered_pixels(ds: Any, frames: Any) -> None:
@@ -405,19 +420,75 @@ def _set_rendered_pixels(ds: Any, frames: Any) -> None:
         del ds.NumberOfFrames
 
 
-def anonymize_file(
-    src: str | Path, dst: str | Path, mask_pixels: bool = True, uid_salt: str | None = None
-) -> Path:
-    """Write a de-identified copy of the DICOM file `src` to `dst` (atomically) and return `dst`.
+@dataclass(frozen=True)
+class DeidResult:
+    """What one anonymized file became: sizes and encodings before/after, and what the pixel check found."""
 
-    See the module docstring for what is removed. Files anonymized in one process with the same `uid_salt`
+    dst: Path
+    kind: str  # "dicom" or "video"
+    pixels: str  # "masked", "unchanged" (nothing outside the sector), "kept" (header only)
+    encoding_in: str
+    encoding_out: str
+    bytes_in: int
+    bytes_out: int
+    text_in_sector: bool | None  # None: not checked (header only)
+    burned_in_annotation: str  # the value written ("" when not stated)
+
+    def row(self, out_dir: Path) -> dict[str, Any]:
+        """One row of the report CSV: no source names, only the output's."""
+        return {
+            "output": printable(self.dst.relative_to(out_dir)),
+            "kind": self.kind,
+            "pixels": self.pixels,
+            "encoding_in": self.encoding_in,
+            "encoding_out": self.encoding_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "text_in_sector": "" if self.text_in_sector is None else ("yes" if self.text_in_sector else "no"),
+            "burned_in_annotation": self.burned_in_annotation,
+        }
+
+
+def _keep_stored_pixels(ds: Any, tsyntax: Any, src: Path) -> Any:
+    """The output syntax that keeps the stored pixel data bytes as they are (text segments of compressed
+    streams removed)."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from sonokit.io.deid_pixels import strip_encapsulated_text
+    from sonokit.io.dicom_read import number_of_frames
+
+    if "PixelData" not in ds:
+        raise InputError("DICOM file has no pixel data (not an image)", src)
+    if tsyntax.is_encapsulated:
+        removed = strip_encapsulated_text(ds, number_of_frames(ds, src))
+        if removed:
+            log.debug("removed %d bytes of comment/application segments from the compressed frames", removed)
+        return tsyntax
+    # pydicom cannot byte-swap raw OW values (pixels, palettes): a big-endian file stays big-endian.
+    return tsyntax if not tsyntax.is_little_endian else ExplicitVRLittleEndian
+
+
+def deidentify_file(
+    src: str | Path,
+    dst: str | Path,
+    mask_pixels: bool = True,
+    uid_salt: str | None = None,
+    codec: str = "auto",
+    quality: int = 95,
+) -> DeidResult:
+    """Write a de-identified copy of the DICOM file `src` to `dst` (atomically) and say what was done.
+
+    See the module docstring for what is removed; `codec` and `quality` choose how masked pixels of a compressed
+    input are re-encoded (`sonokit.io.deid_pixels`). Files anonymized in one process with the same `uid_salt`
     (None: one random salt per process) share their UID mapping, so a study keeps its series together.
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
+    from sonokit.io.deid_pixels import encode_pixels, mark_lossy_history, output_syntax
     from sonokit.io.dicom_read import quiet_pydicom, read_header, short_reason, transfer_syntax
+    from sonokit.preprocess.text import find_text
 
     src, dst = Path(src), Path(dst)
     if dst.exists() and dst.resolve() == src.resolve():
@@ -425,31 +496,35 @@ def anonymize_file(
     read_header(src)  # a one-line InputError for non-DICOM input before any decoding
     try:
         with quiet_pydicom():
-            ds = pydicom.dcmread(src, force=True, stop_before_pixels=mask_pixels)
+            ds = pydicom.dcmread(src, force=True)
     except Exception as err:
         raise InputError(f"not a readable DICOM file ({short_reason(err)})", src) from err
     if getattr(ds, "file_meta", None) is None:
         ds.file_meta = FileMetaDataset()
     tsyntax = transfer_syntax(ds)
-    out_syntax = ExplicitVRLittleEndian
+    output_syntax(codec, tsyntax)  # an unknown codec or a missing encoder: before any decoding
+    text, pixels = None, "kept"
     if mask_pixels:
-        _set_rendered_pixels(ds, masked_frames(src, ds))
+        frames, mask, changed = masked_frames(src, ds)
+        text = find_text(frames, mask).found
+        pixels = "masked" if changed else "unchanged"
+    if pixels == "masked":
+        out_syntax = output_syntax(codec, tsyntax)
+        _set_rendered_pixels(ds, frames)
+        try:
+            with quiet_pydicom():
+                encode_pixels(ds, frames, out_syntax, quality)
+        except InputError:
+            raise
+        except Exception as err:
+            raise InputError(f"cannot encode the masked pixels ({short_reason(err)})", src) from err
+        mark_lossy_history(ds, tsyntax)
         # A big-endian source is written little-endian: its pixels are new and the elements left after
         # de-identification are parsed values that pydicom encodes afresh.
         ds.set_original_encoding(False, True, ds.original_character_set)
     else:
-        if "PixelData" not in ds:
-            raise InputError("DICOM file has no pixel data (not an image)", src)
-        if not tsyntax.is_little_endian:
-            # pydicom cannot byte-swap raw OW values (pixels, palettes); the file stays big-endian, uncompressed.
-            out_syntax = tsyntax
-        try:
-            with quiet_pydicom():
-                if tsyntax.is_compressed:
-                    ds.decompress(generate_instance_uid=False)
-        except Exception as err:
-            raise InputError(f"cannot decode the pixel data ({short_reason(err)})", src) from err
-    deidentify_dataset(ds, run_mapper(uid_salt), pixels_cleaned=mask_pixels)
+        out_syntax = _keep_stored_pixels(ds, tsyntax, src)
+    deidentify_dataset(ds, run_mapper(uid_salt), pixels_cleaned=mask_pixels, text_remains=bool(text))
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID"))
@@ -464,13 +539,54 @@ def anonymize_file(
             ds.save_as(
                 tmp, enforce_file_format=True, implicit_vr=False, little_endian=out_syntax.is_little_endian
             )
+    result = DeidResult(
+        dst=dst,
+        kind="dicom",
+        pixels=pixels,
+        encoding_in=tsyntax.name,
+        encoding_out=out_syntax.name,
+        bytes_in=src.stat().st_size,
+        bytes_out=dst.stat().st_size,
+        text_in_sector=text,
+        burned_in_annotation=str(ds.get("BurnedInAnnotation", "")),
+    )
     # No file names here: a source name often holds the patient's name or ID, and logs are kept and shared.
-    log.debug("anonymized one DICOM file (%s, %d bytes written)", out_syntax.name, dst.stat().st_size)
-    return dst
+    log.debug(
+        "anonymized one DICOM file (pixels %s; %s, %d bytes -> %s, %d bytes)",
+        pixels,
+        tsyntax.name,
+        result.bytes_in,
+        out_syntax.name,
+        result.bytes_out,
+    )
+    return result
+
+
+def anonymize_file(
+    src: str | Path,
+    dst: str | Path,
+    mask_pixels: bool = True,
+    uid_salt: str | None = None,
+    codec: str = "auto",
+    quality: int = 95,
+) -> Path:
+    """Write a de-identified copy of the DICOM file `src` to `dst` (atomically) and return `dst`
+    (`deidentify_file` also says what was done)."""
+    return deidentify_file(src, dst, mask_pixels, uid_salt, codec, quality).dst
 
 
 def _inside(path: Path, folder: Path) -> bool:
     return folder.resolve() in path.resolve().parents
+
+
+def _as_output(dst: Path) -> Path:
+    """A video keeps its name but gets the extension its de-identified copy is written with."""
+    from sonokit.io.deid_video import output_suffix
+    from sonokit.io.formats import file_kind
+
+    if file_kind(dst) == "video":
+        return dst.with_suffix(output_suffix(dst))
+    return dst
 
 
 def plan_outputs(
@@ -488,14 +604,14 @@ def plan_outputs(
     for raw in sources:
         root = Path(raw)
         try:
-            files = find_inputs([root], kinds=("dicom",))
+            files = find_inputs([root], kinds=("dicom", "video"))
         except InputError as err:
             errors.append((root, error_line(root, err)))
             continue
         for src in files:
             if root.is_dir() and _inside(src, out_dir):
                 continue  # an output folder inside the input folder: never re-anonymize earlier results
-            dst = out_dir / (src.relative_to(root) if root.is_dir() else src.name)
+            dst = _as_output(out_dir / (src.relative_to(root) if root.is_dir() else src.name))
             if dst in taken:
                 errors.append(
                     (
@@ -517,8 +633,10 @@ def default_mapping_path(out_dir: str | Path) -> Path:
 
 def neutral_outputs(pairs: list[tuple[Path, Path]], out_dir: str | Path) -> list[tuple[Path, Path]]:
     """Replace planned output names by neutral ones: file and folder names often hold patient names and IDs
-    (`PLNTFNAME_ALICE_7781.dcm`). Folders become `study_NNN`, files `image_NNNN.dcm`, numbered in input order;
-    files that shared a folder still share one."""
+    (`PLNTFNAME_ALICE_7781.dcm`). Folders become `study_NNN`, files `image_NNNN.dcm` (videos `video_NNNN.avi`,
+    their container's extension), numbered in input order; files that shared a folder still share one."""
+    from sonokit.io.formats import file_kind
+
     out_dir = Path(out_dir)
     folders: dict[Path, Path] = {}
     renamed = []
@@ -526,7 +644,8 @@ def neutral_outputs(pairs: list[tuple[Path, Path]], out_dir: str | Path) -> list
         parent = dst.parent
         if parent != out_dir:
             folders.setdefault(parent, out_dir / f"study_{len(folders) + 1:03d}")
-        renamed.append((src, folders.get(parent, out_dir) / f"image_{k:04d}.dcm"))
+        name = f"video_{k:04d}{dst.suffix}" if file_kind(dst) == "video" else f"image_{k:04d}.dcm"
+        renamed.append((src, folders.get(parent, out_dir) / name))
     return renamed
 
 
@@ -544,6 +663,37 @@ def write_name_mapping(pairs: list[tuple[Path, Path]], out_dir: Path, mapping: P
     return write_csv(pd.DataFrame(rows, columns=["output", "source"]), mapping)
 
 
+REPORT_NAME = "deid_report.csv"
+
+
+def deidentify_any(
+    src: Path, dst: Path, mask_pixels: bool, uid_salt: str | None, codec: str, quality: int
+) -> DeidResult:
+    """A video export goes through `deid_video`, anything else through the DICOM path (which names a file that
+    is neither)."""
+    from sonokit.io.formats import file_kind
+
+    if file_kind(src) == "video":
+        if not mask_pixels:
+            raise InputError(
+                "a video has no header to clean: its pixels are always masked (drop --no-pixels)", src
+            )
+        from sonokit.io.deid_video import deidentify_video
+
+        return deidentify_video(src, dst)
+    return deidentify_file(src, dst, mask_pixels, uid_salt, codec, quality)
+
+
+def write_report(results: list[DeidResult], out_dir: Path) -> Path:
+    """`<out>/deid_report.csv`: per output file, what happened to its pixels, its encoding and size before and
+    after, and whether text-like marks remain inside the sector. Output names only: it may be shared."""
+    import pandas as pd
+
+    from sonokit.utils.atomic import write_csv
+
+    return write_csv(pd.DataFrame([r.row(out_dir) for r in results]), out_dir / REPORT_NAME)
+
+
 def anonymize_paths(
     sources: list[str | Path],
     out_dir: str | Path,
@@ -551,16 +701,23 @@ def anonymize_paths(
     uid_salt: str | None = None,
     keep_names: bool = False,
     mapping: str | Path | None = None,
+    codec: str = "auto",
+    quality: int = 95,
 ) -> Any:
-    """Anonymize files and folders of DICOM files into `out_dir`; returns a BatchResult.
+    """Anonymize files and folders of DICOM files and videos into `out_dir`; returns a BatchResult whose
+    results are DeidResults, and writes `out_dir/deid_report.csv` (see `write_report`).
 
-    Output names are neutral (`study_NNN/image_NNNN.dcm`) and the original names go to the CSV `mapping`
-    (default: `<out_dir>_names.csv` beside the output folder), or with `keep_names` the relative input names are
-    kept (they may hold identifiers). The result's `mapping` attribute is the mapping file or None.
+    Output names are neutral (`study_NNN/image_NNNN.dcm`, `video_NNNN.avi`) and the original names go to the CSV
+    `mapping` (default: `<out_dir>_names.csv` beside the output folder), or with `keep_names` the relative input
+    names are kept (they may hold identifiers). The result's `mapping` attribute is the mapping file or None.
     """
+    from pydicom.uid import JPEGBaseline8Bit
+
     from sonokit.io.batch import run_batch
+    from sonokit.io.deid_pixels import output_syntax
 
     out_dir = Path(out_dir)
+    output_syntax(codec, JPEGBaseline8Bit)  # an unknown codec or a missing encoder: before any file is read
     pairs, errors = plan_outputs(sources, out_dir)
     if not pairs and errors:
         raise InputError("; ".join(message for _, message in errors))
@@ -570,10 +727,12 @@ def anonymize_paths(
         mapping_path = write_name_mapping(pairs, out_dir, Path(mapping or default_mapping_path(out_dir)))
     result = run_batch(
         pairs,
-        lambda pair: anonymize_file(pair[0], pair[1], mask_pixels=mask_pixels, uid_salt=uid_salt),
+        lambda pair: deidentify_any(pair[0], pair[1], mask_pixels, uid_salt, codec, quality),
         lambda pair: pair[0],
         desc="anonymize",
     )
     result.errors[:0] = errors
     result.mapping = mapping_path
+    if result.results:
+        write_report([r for _, r in result.results], out_dir)
     return result

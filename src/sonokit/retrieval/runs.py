@@ -223,9 +223,10 @@ def _caption(index: EmbeddingIndex, classes: list[str], j: int, dist: float, sam
 
 
 def _read_frame(path: str, frame: str) -> np.ndarray:
-    from sonokit.data.frames import read_image
+    """The frame a montage shows: outside the imaging region set to 0 (burned-in text never reaches a PNG)."""
+    from sonokit.preprocess.shown import read_shown
 
-    return read_image(path, int(frame) if frame else 0)
+    return read_shown(path, int(frame) if frame else 0)
 
 
 def find_similar(

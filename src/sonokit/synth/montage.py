@@ -58,14 +58,12 @@ def _read_frames(path: Path, indices: list[int] | None = None) -> list[np.ndarra
 
 
 def _read_gray(path: Path) -> np.ndarray:
-    """A grayscale image through OpenCV, whatever bytes its name holds."""
-    import cv2
+    """A grayscale image, whatever bytes its name holds, with everything outside its imaging region set to 0:
+    a real dataset's images carry burned-in text (`sonokit.preprocess.shown`)."""
+    from sonokit.data.frames import read_gray_array
+    from sonokit.preprocess.shown import read_shown
 
-    with opencv_path(path) as name:
-        img = cv2.imread(name, cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise InputError("cannot read image", path)
-    return img
+    return read_gray_array(read_shown(path), path)
 
 
 def _label(img: np.ndarray, text: str, color: tuple[int, int, int] = (255, 220, 0)) -> np.ndarray:
@@ -152,9 +150,12 @@ def _lus_tiles(folder: Path, n: int, scale: int) -> list[np.ndarray]:
 
     table = pd.read_csv(folder / "lus.csv")
     tiles = []
+    from sonokit.preprocess.shown import masked_image, region_of
+
     for row in _balanced(table, "label", n):
         frames = _read_frames(folder / row["path"])
-        img = _rgb(frames[len(frames) // 2], scale)
+        shown = masked_image(frames[len(frames) // 2], region_of(folder / row["path"]))  # no burned-in text
+        img = _rgb(shown, scale)
         tiles.append(_label(img, f"score {int(row['label'])}  B {row['b_line_fraction']:.2f}"))
     return tiles
 
