@@ -184,11 +184,16 @@ def base_config(ds: Dataset, out: Path, recipe: Recipe, n_boot: int) -> TrainCon
     }
     sets = dict(recipe.sets)
     if sets.get("weights") == "{pretrained_without_dataset}":
-        backbone = ROOT / "bench_data" / "pretrain" / f"without-{ds.name}"
+        backbone = pretrained_backbone(ds)
         if not (backbone / "backbone.safetensors").is_file():
             raise SystemExit(f"{backbone}: no pretrained backbone; run benchmarks/bench_pretrain.py first")
         sets["weights"] = str(backbone)
     return resolve_config("classify", overrides=overrides, task_defaults=cls.defaults, sets=sets)
+
+
+def pretrained_backbone(ds: Dataset) -> Path:
+    """The `sonokit pretrain` run that saw no image of `ds` (benchmarks/bench_pretrain.py)."""
+    return ROOT / "bench_data" / "pretrain" / f"without-{ds.name}"
 
 
 def index_and_folds(ds: Dataset) -> tuple[pd.DataFrame, list[str], list[tuple[np.ndarray, np.ndarray]]]:
@@ -203,6 +208,9 @@ def index_and_folds(ds: Dataset) -> tuple[pd.DataFrame, list[str], list[tuple[np
 def command(ds: Dataset, recipe: Recipe, out: Path) -> str:
     fold = f" --fold-col {ds.fold_col}" if ds.fold_col else ""
     flags = f" {recipe.flags()}" if recipe.sets else ""
+    flags = flags.replace(
+        "--set weights={pretrained_without_dataset}", f"--weights {pretrained_backbone(ds)}"
+    )
     threads = f" --threads {THREADS}" if THREADS else ""
     return f"sonokit train classify --data {ds.table} --out {out} --folds {ds.k}{fold}{flags}{threads}"
 
