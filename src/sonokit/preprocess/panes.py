@@ -284,10 +284,10 @@ def _repeat(colour: np.ndarray, mask: np.ndarray) -> tuple[list[Box], str] | Non
         if r < _REPEAT_CORR or s <= 0:
             continue
         k = max(2, int(round((hi - lo) / s)))
-        spans = [(lo + i * s, min(lo + (i + 1) * s, hi)) for i in range(k)]
-        spans = [(a, b) for a, b in spans if b - a > 0.5 * s]
-        if len(spans) < 2:
+        width = min(s, hi - lo - (k - 1) * s)  # each pane's content: the last one ends where the signal does
+        if width <= 0.5 * s:
             continue
+        spans = [(lo + i * s, lo + i * s + width) for i in range(k)]
         if axis == 2:
             return [(a, 0, b, h) for a, b in spans], "x"
         return [(0, a, w, b) for a, b in spans], "y"
