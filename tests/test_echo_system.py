@@ -313,6 +313,82 @@ def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_ro
     assert ml["esv"] == pytest.approx(px["esv"] * model_voxel_ml, rel=1e-6)
 
 
+def test_converted_avi_keeps_the_dicoms_ml(predicted, runs, echo_root, tmp_path) -> None:
+    """`convert` writes the AVI's own pixel spacing (source spacing x crop pixel size) beside it, so `ef predict`
+    on the converted AVI gives mL, with the DICOM's volumes up to the second crop and resize."""
+    from sonokit.echo.predict import predict_to_csv
+    from sonokit.io import read_frames
+    from sonokit.io.convert import convert_cine
+
+    stem = predicted["video"].stem
+    meta = pd.read_csv(echo_root / "synth_meta.csv").set_index("FileName").loc[stem]
+    frames = read_frames(predicted["video"])[..., 1]
+    fps = float(pd.read_csv(echo_root / "FileList.csv").set_index("FileName").loc[stem, "FPS"])
+    dcm = _write_us_dicom(tmp_path / "study.dcm", frames, fps, float(meta["mm_per_px"]))
+    row = convert_cine(dcm, tmp_path / "converted", size=96)
+    avi = tmp_path / "converted" / "Videos" / "study.avi"
+    assert (
+        row["SpacingY_mm"] == row["SpacingX_mm"] > float(meta["mm_per_px"])
+    )  # 96 px show more than 96 source px
+    written, table, errors = predict_to_csv([runs["seg"]], [dcm, avi], tmp_path / "ml.csv")
+    assert not errors and written is not None
+    d, a = (table[table["path"] == str(x)].iloc[0] for x in (dcm, avi))
+    assert d["volume_unit"] == a["volume_unit"] == "mL"
+    assert a["spacing_mm"] == f"{row['SpacingY_mm']:.5f}x{row['SpacingX_mm']:.5f}"
+    for col in ("edv", "esv"):
+        assert a[col] == pytest.approx(d[col], rel=0.15), col  # two crops and resizes instead of one
+
+
+def _two_pane_video(video: Path, out: Path) -> Path:
+    """The same cine twice side by side, the right copy recoloured (a raw + overlay export)."""
+    import cv2
+
+    from sonokit.io import read_frames, write_video
+
+    frames = read_frames(video)
+    gray = frames[..., 1] if frames.ndim == 4 else frames
+    coloured = np.stack(
+        [cv2.cvtColor(cv2.applyColorMap(g, cv2.COLORMAP_HOT), cv2.COLOR_BGR2RGB) for g in gray]
+    )
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    return write_video(out, np.concatenate([rgb, coloured], axis=2), fps=50.0, codec="MJPG")
+
+
+def test_ef_predict_refuses_a_two_pane_video_and_measures_the_chosen_pane(predicted, runs, tmp_path, capsys,
+                                                                         monkeypatch) -> None:  # fmt: skip
+    two = _two_pane_video(predicted["video"], tmp_path / "two_pane.avi")
+    args = ["ef", "predict", two, predicted["video"], "--run", runs["ef"], "--out", tmp_path / "ef.csv"]
+    code, _, err = _cli(args, capsys, monkeypatch)
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert (
+        len(lines) == 1
+        and str(two) in lines[0]
+        and "2 panes side by side" in lines[0]
+        and "--pane" in lines[0]
+    )
+    table = pd.read_csv(tmp_path / "ef.csv", keep_default_na=False, na_values=[""])
+    assert math.isnan(table.loc[table["path"] == str(two), "ef"].iloc[0])  # not squeezed into one square
+
+    code, _, err = _cli([*args[:-2], "--pane", "left", "--out", tmp_path / "left.csv"], capsys, monkeypatch)
+    assert code == 0, err
+    left = pd.read_csv(tmp_path / "left.csv").set_index("path")
+    assert left.loc[str(two), "ef"] == pytest.approx(left.loc[str(predicted["video"]), "ef"], abs=1.0)
+    code, _, err = _cli([*args[:2], two, *args[3:-2], "--pane", "3", "--out", tmp_path / "x.csv"], capsys,
+                        monkeypatch)  # fmt: skip
+    assert code == 1 and "has 2 panes" in err
+
+
+def test_training_cache_refuses_a_two_pane_video(predicted, tmp_path) -> None:
+    from sonokit.echo.frames import PreparedStore
+    from sonokit.errors import InputError
+
+    two = _two_pane_video(predicted["video"], tmp_path / "two_pane.avi")
+    with pytest.raises(InputError, match=r"two_pane.avi: 2 panes side by side .*sonokit convert --pane"):
+        PreparedStore(64).get(two)
+    assert PreparedStore(64).get(predicted["video"]).frames.shape[1:3] == (64, 64)
+
+
 def test_ef_predict_refuses_a_folder_that_is_not_a_run(echo_root, tmp_path, capsys, monkeypatch) -> None:
     code, _, err = _cli(["ef", "predict", echo_root, "--run", tmp_path, "--out", tmp_path / "x.csv"], capsys,
                         monkeypatch)  # fmt: skip

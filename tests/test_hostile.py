@@ -222,8 +222,11 @@ def test_names_that_are_not_utf8_work_in_every_command(tiny, tmp_path: Path, ybr
     assert sorted(p.name for p in out.rglob("*.*")) == [
         "FileList.csv",
         "cine\\xff\\xfe.avi",
+        "cine\\xff\\xfe.avi.json",  # the units sidecars
         "clip\\xff\\xfe.avi",
+        "clip\\xff\\xfe.avi.json",
         "img\\xff\\xfe.png",
+        "img\\xff\\xfe.png.json",
     ]
 
     proc = sonokit("anonymize", folder, "--out", tmp_path / "anon")

@@ -133,7 +133,8 @@ def test_convert_round_trip_and_filelist_merge(tmp_path: Path, planted: Path) ->
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == 1 and str(truncated) in errors[0] and "truncated" in errors[0]
     assert not (out / "Videos" / "broken.avi").exists()
-    assert sorted(p.name for p in (out / "Videos").iterdir()) == ["echo.avi"]  # no temp files left behind
+    # no temp files left behind; the sidecar holds the video's spacing and frame rate
+    assert sorted(p.name for p in (out / "Videos").iterdir()) == ["echo.avi", "echo.avi.json"]
     with open_cine(out / "Videos" / "echo.avi") as cine:
         assert (cine.n_frames, cine.height, cine.width, cine.channels) == (30, 112, 112, 3)
         assert cine.fps == pytest.approx(30.0, abs=0.01)  # source rate kept by default

@@ -22,7 +22,11 @@ def simpson(
         "default", "--thresholds", help="EF class cut-offs: default, aha2022 or bse."
     ),
 ) -> None:
-    """EF/EDV/ESV per video from the expert tracings, with the difference to FileList's EF."""
+    """EF/EDV/ESV per video from the expert tracings, with the difference to FileList's EF.
+
+    Volumes are in mL when FileList.csv has SpacingY_mm/SpacingX_mm for every traced video (as `sonokit convert`
+    writes), else in px^3; a FileList with spacing for only some of them is refused (one column, one unit).
+    """
     from sonokit.clinical import get_thresholds
     from sonokit.data.echonet import TRACINGS, read_echonet
     from sonokit.data.echonet_simpson import simpson_summary, simpson_table
@@ -46,6 +50,16 @@ def simpson(
         f"{summary['n']} videos: mean |EF_diff| {summary['mean_abs_ef_diff']:.2f} "
         f"(max {summary['max_abs_ef_diff']:.2f}, {summary['n_compared']} with FileList EF) -> {out}"
     )
+    if summary["volume_unit"] == "mL":
+        edv = summary["mean_abs_edv_diff"]
+        typer.echo(
+            "volumes in mL (FileList spacing)" + (f": mean |EDV_diff| {edv:.2f} mL" if edv == edv else "")
+        )
+    else:
+        typer.echo(
+            "volumes in px^3 (FileList.csv has no SpacingY_mm/SpacingX_mm): not compared with FileList's mL; "
+            "EDV_ratio is FileList's mL per px^3"
+        )
     if problems:
         names = list(problems)
         more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
@@ -82,16 +96,30 @@ def predict(
         help="Studies decoded and measured at once, each in a thread with a share of torch's threads "
         "(0 or 1: one after the other).",
     ),
+    pane: str | None = typer.Option(
+        None,
+        "--pane",
+        help="Multi-pane screens (dual view, image + overlay) are refused by default: measure pane N "
+        "(1, 2, ... left to right / top to bottom; left, right, top, bottom).",
+    ),
 ) -> None:
     """EF, EDV/ESV, heart-function class, ED/ES frames and EF per beat of each cine (no label files needed).
 
-    Cines are sector-cropped and resized inside; volumes are in mL when the file gives its pixel spacing.
+    Cines are sector-cropped and resized inside; volumes are in mL when the file gives its pixel spacing (a DICOM
+    header, or the sidecar / FileList.csv columns `sonokit convert` writes beside an AVI).
 
     A file that cannot be read gets one `error:` line and an error row, the others are still measured, and the
     exit code is 1.
     """
     from sonokit.echo.predict import predict_to_csv
+    from sonokit.errors import InputError
+    from sonokit.preprocess.panes import parse_pane
 
+    picked = parse_pane(pane)
+    if picked == "all":
+        raise InputError(
+            "--pane all splits files in `sonokit convert`; ef predict measures one pane (--pane N)"
+        )
     written, table, errors = predict_to_csv(
         list(run),
         list(inputs),
@@ -101,6 +129,7 @@ def predict(
         device=device,
         batch_size=batch_size,
         workers=workers,
+        pane=picked,
     )
     for err in errors:
         typer.echo(f"error: {err}", err=True)

@@ -91,13 +91,21 @@ def convert(
     fps: float | None = typer.Option(
         None, "--fps", min=1.0, help="Resample in time to this frame rate (default: keep the source rate)."
     ),
+    pane: str | None = typer.Option(
+        None,
+        "--pane",
+        help="Multi-pane screens (dual view, image + overlay) are refused by default: keep pane N (1, 2, ... "
+        "left to right / top to bottom; left, right, top, bottom), or `all` to write each as <name>_pane<N>.",
+    ),
 ) -> None:
     """Convert cines to an EchoNet-Dynamic style folder: sector-masked, cropped, square, 3-channel MJPG AVIs;
-    single frames (stills of the study) become PNGs in Images/."""
+    single frames (stills of the study) become PNGs in Images/. Each output's pixel spacing (mm, after the resize)
+    and frame rate go into FileList.csv (SpacingY_mm, SpacingX_mm, FPS) and a sidecar <file>.json."""
     from sonokit.io.convert import convert_files
     from sonokit.io.formats import find_inputs
+    from sonokit.preprocess.panes import parse_pane
 
-    result = convert_files(find_inputs(sources), out, size=size, fps=fps)
+    result = convert_files(find_inputs(sources), out, size=size, fps=fps, pane=parse_pane(pane))
     _report_errors(result.errors)
     typer.echo(
         f"converted {len(result.results)} of {len(result.results) + len(result.errors)} file(s) into {out}"

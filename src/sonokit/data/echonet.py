@@ -81,19 +81,21 @@ class EchoNetIndex:
                 return f"frame {frame} has {len(lines)} tracing lines (need {LINES_PER_FRAME})"
         return None
 
-    def volumes(self, filename: str) -> dict[int, float]:
-        """Simpson's method-of-discs volume (pixel^3) of each traced frame."""
+    def volumes(self, filename: str, spacing_mm: tuple[float, float] | None = None) -> dict[int, float]:
+        """Simpson's method-of-discs volume of each traced frame: pixel^3, or mL with the video's (dy, dx) mm."""
         from sonokit.clinical import volume_from_tracing
 
         traced = self.tracings.get(with_avi(filename), {})
-        return {frame: float(volume_from_tracing(lines)) for frame, lines in traced.items()}
+        return {frame: float(volume_from_tracing(lines, spacing_mm)) for frame, lines in traced.items()}
 
-    def ed_es_volumes(self, filename: str) -> tuple[int, int, float, float]:
-        """(ED frame, ES frame, EDV, ESV in pixel^3): the traced frame with the larger volume is ED."""
+    def ed_es_volumes(
+        self, filename: str, spacing_mm: tuple[float, float] | None = None
+    ) -> tuple[int, int, float, float]:
+        """(ED frame, ES frame, EDV, ESV in pixel^3, or mL with spacing_mm): the larger volume is ED."""
         problem = self.tracing_problem(filename)
         if problem is not None:
             raise InputError(f"{with_avi(filename)}: {problem}", self.tracings_csv)
-        (f1, v1), (f2, v2) = self.volumes(filename).items()
+        (f1, v1), (f2, v2) = self.volumes(filename, spacing_mm).items()
         return (f1, f2, v1, v2) if v1 >= v2 else (f2, f1, v2, v1)
 
     def ed_es(self, filename: str) -> tuple[int, int]:

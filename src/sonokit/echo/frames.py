@@ -116,20 +116,54 @@ class LoadedStudy:
     fps: float | None
     spacing: tuple[float, float] | None
     prepared: dict[int, PreparedCine]
-    original: np.ndarray | None  # the decoded frames, kept only for an overlay
+    original: np.ndarray | None  # the decoded frames (of the chosen pane), kept only for an overlay
+    pane: int | None = None  # the pane the user picked on a multi-pane screen
 
 
-def load_study(path: str | Path, sizes: set[int] | list[int], keep_original: bool = False) -> LoadedStudy:
-    """Decode `path` and prepare it at each size; InputError naming the file when it is not a usable cine."""
+#: Pane detection looks at this many frames spread over a cine.
+PANE_FRAMES = 16
+
+
+def pane_indices(n_frames: int) -> list[int]:
+    """At most PANE_FRAMES frames, evenly spread: what multi-pane detection looks at."""
+    return np.unique(np.linspace(0, n_frames - 1, min(n_frames, PANE_FRAMES)).round().astype(int)).tolist()
+
+
+def pane_box(
+    probe: np.ndarray, path: Path, pane: int | None, regions: list | None, hint: str = "--pane"
+) -> tuple[int, int, int, int] | None:
+    """The box of the pane to measure, None for the whole frame; InputError naming the file on a multi-pane
+    screen without a choice (it would be squeezed into one square and give another EF)."""
+    from sonokit.preprocess.panes import detect_panes, pick_pane
+
+    try:
+        box = pick_pane(detect_panes(probe, regions), pane)
+    except InputError as err:
+        message = str(err) if hint == "--pane" else str(err).split("; pick one with")[0] + f"; {hint}"
+        raise InputError(message, path) from None
+    return box
+
+
+def load_study(
+    path: str | Path, sizes: set[int] | list[int], keep_original: bool = False, pane: int | None = None
+) -> LoadedStudy:
+    """Decode `path` and prepare it at each size; InputError naming the file when it is not a usable cine.
+
+    A multi-pane screen (dual view, image + overlay) is refused unless `pane` (1-based, -1 the last) picks one.
+    """
     from sonokit.io import open_cine
     from sonokit.preprocess import detect_sector
+    from sonokit.preprocess.panes import crop_pane
 
     path = Path(path)
     with open_cine(path) as c:
         if c.n_frames < 3:
             raise InputError(f"{c.n_frames} frame(s): an LV or EF measurement needs a cine", path)
         original = c.read()
-        fps, spacing = c.fps, c.spacing_mm
+        fps, spacing, regions = c.fps, c.spacing_mm, c.meta.get("regions")
+    box = pane_box(original[pane_indices(len(original))], path, pane, regions)
+    if box is not None:
+        original = np.ascontiguousarray(crop_pane(original, box))
     prepared: dict[int, PreparedCine] = {}
     sector = None
     try:
@@ -142,14 +176,14 @@ def load_study(path: str | Path, sizes: set[int] | list[int], keep_original: boo
             )
     except InputError as err:
         raise InputError(str(err).split(": ", 1)[-1] if err.path else str(err), path) from err
-    return LoadedStudy(path, len(original), fps, spacing, prepared, original if keep_original else None)
+    return LoadedStudy(path, len(original), fps, spacing, prepared, original if keep_original else None, pane)
 
 
 def read_prepared(
-    path: str | Path, size: int, keep_original: bool = False
+    path: str | Path, size: int, keep_original: bool = False, pane: int | None = None
 ) -> tuple[PreparedCine, np.ndarray | None]:
     """Decode a cine and bring it to model size; also return the original frames when asked (for overlays)."""
-    study = load_study(path, [size], keep_original)
+    study = load_study(path, [size], keep_original, pane)
     return study.prepared[size], study.original
 
 
@@ -161,7 +195,8 @@ class EchoRecipe:
 
     @property
     def key(self) -> str:
-        return f"echo:size={int(self.size)}"
+        # panes=refuse: entries are only built for single-pane cines (older entries were not checked)
+        return f"echo:size={int(self.size)}:panes=refuse"
 
     def build(self, path: Path, allocate) -> dict:
         """The frames of `read_prepared`, written one at a time: memory of one original frame, not of the cine."""
@@ -173,6 +208,10 @@ class EchoRecipe:
             n = c.n_frames
             if n < 3:
                 raise InputError(f"{n} frame(s): an LV or EF measurement needs a cine", path)
+            pane_box(
+                np.stack(list(c.iter_frames(pane_indices(n)))), path, None, c.meta.get("regions"),
+                hint="convert it with `sonokit convert --pane N` (or --pane all) and use the converted videos",
+            )  # fmt: skip
             sector = None
             if (c.height, c.width) != (size, size):
                 try:

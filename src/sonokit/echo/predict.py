@@ -372,7 +372,7 @@ def measure_study(
     row.update(per_model)
     if overlay is not None:
         if study.original is None:
-            study = load_study(path, list(study.prepared), keep_original=True)
+            study = load_study(path, list(study.prepared), keep_original=True, pane=study.pane)
         overlay_path = _write_overlay(Path(overlay), study.original, fps, first_lv, at, efs, study.prepared)
         row["overlay"] = str(overlay_path)
     return StudyMeasurement(row, lv)
@@ -434,11 +434,13 @@ def predict_studies(
     overlay_dir: str | Path | None = None,
     batch_size: int = 16,
     workers: int = 2,
+    pane: int | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per input cine (folders expanded), in input order; unreadable files get a row with `error`.
 
     `workers` studies are decoded and measured at once, each in its own thread, with torch's threads divided among
-    them (0 or 1: one after the other). Rows do not depend on it beyond float rounding.
+    them (0 or 1: one after the other). Rows do not depend on it beyond float rounding. `pane`: which pane of
+    multi-pane screens to measure (they are refused without it; `sonokit.preprocess.panes`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -478,7 +480,7 @@ def predict_studies(
         if workers > 1:
             use_threads()
         try:
-            study = load_study(f, sizes, keep_original=overlay is not None)
+            study = load_study(f, sizes, keep_original=overlay is not None, pane=pane)
             return {**predict_study(f, models, thresholds, overlay, batch_size, study), "error": ""}
         except _READ_ERRORS as err:
             message = str(err) if isinstance(err, InputError) and err.path else f"{f}: {err}"
@@ -512,6 +514,7 @@ def predict_to_csv(
     device: str = "auto",
     batch_size: int = 16,
     workers: int = 2,
+    pane: int | None = None,
 ) -> tuple[Path | None, pd.DataFrame, list[str]]:
     """Load the runs, measure every input, write the CSV atomically (error rows included)."""
     from sonokit.clinical import get_thresholds
@@ -519,7 +522,7 @@ def predict_to_csv(
 
     get_thresholds(thresholds)  # an unknown preset fails before any model is loaded
     models = load_echo_models(run_dirs, device)
-    table, errors = predict_studies(inputs, models, thresholds, overlay_dir, batch_size, workers)
+    table, errors = predict_studies(inputs, models, thresholds, overlay_dir, batch_size, workers, pane)
     if table.empty:
         return None, table, errors
     return write_csv(table, out), table, errors

@@ -32,7 +32,8 @@ class Cine:
 
     `meta` is a de-identified summary of the file (format, modality, manufacturer, photometric interpretation,
     transfer syntax, burned-in annotation flag, frame time, ultrasound regions); it never holds patient
-    identifiers. `spacing_mm` is (dy, dx) in millimetres per pixel of the 2D tissue region, when known.
+    identifiers. `spacing_mm` is (dy, dx) in millimetres per pixel of the 2D tissue region, when known (for a
+    video or image: from the sidecar or FileList.csv that `sonokit convert` wrote, see `sonokit.io.sidecar`).
     """
 
     path: Path
@@ -112,15 +113,32 @@ def open_cine(path: str | Path) -> Cine:
     if kind == "video":
         from sonokit.io.video_read import open_video
 
-        return open_video(path)
+        return _with_stored_units(open_video(path))
     if kind == "image":
         from sonokit.io.image_read import open_image
 
-        return open_image(path)
+        return _with_stored_units(open_image(path))
     exts = " ".join(sorted(SUPPORTED_EXTENSIONS))
     raise InputError(
         f"unsupported file type {path.suffix or '(no extension)'!r}; sonokit reads DICOM and {exts}", path
     )
+
+
+def _with_stored_units(cine: Cine) -> Cine:
+    """Pixel spacing (and a missing frame rate) that `sonokit convert` stored beside a video or image."""
+    from sonokit.io.sidecar import stored_units
+
+    try:
+        spacing, fps, source = stored_units(cine.path)
+    except InputError:
+        cine.close()
+        raise
+    if spacing is not None:
+        cine.spacing_mm = spacing
+        cine.meta["spacing_source"] = source
+    if cine.fps is None and fps:
+        cine.fps = fps
+    return cine
 
 
 def read_frames(path: str | Path) -> np.ndarray:
