@@ -300,7 +300,7 @@ def measure_study(
     fails on it gives NaN values and its reason in `flags_<model>` and `flags`, and the other models still answer
     (the headline `ef` then comes from the first model that gave one; `ef_source` names it).
 
-    `study`: the cine already loaded (by `load_study`, e.g. in a prefetching thread); else it is loaded here.
+    `study`: the cine already loaded (by `load_study`); else it is loaded here.
     """
     from sonokit.clinical import get_thresholds
 
