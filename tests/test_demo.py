@@ -45,6 +45,10 @@ def test_quick_demo_writes_a_report_with_numbers_from_the_run(tmp_path: Path) ->
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    from sonokit.demo.runner import STEP_SECONDS
+
+    steps = re.findall(r"\[\s*\d+%\] (.+?) \(elapsed", proc.stderr)
+    assert len(steps) >= 10 and set(steps) <= set(STEP_SECONDS)  # every step has a measured share
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()
     assert "not for clinical use" in html

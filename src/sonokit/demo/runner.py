@@ -66,7 +66,9 @@ class DemoContext:
         return self.out / "runs"
 
     def step(self, label: str, weight: float, fn: Callable):
-        return self.progress.run(label, weight, fn)
+        """Run one step; its share of the estimate is its measured seconds (STEP_SECONDS), else `weight`
+        minutes (a step added since the table was measured)."""
+        return self.progress.run(label, float(STEP_SECONDS.get(label, 60.0 * weight)), fn)
 
 
 def _system_functions() -> dict[str, Callable[[DemoContext], Section]]:
@@ -81,8 +83,22 @@ def _system_functions() -> dict[str, Callable[[DemoContext], Section]]:
     }
 
 
-# relative cost of each system, for the time-left estimate
-_WEIGHTS = {"echo": 3.0, "av": 3.0, "quality": 2.0, "lus": 1.5, "fetal": 2.0}
+# Seconds each step took in a full demo on a 2-core machine (make demo, fresh clone): the weights of the
+# time-left estimate. Guessed weights made it swing (25 minutes left after 1 minute of an 8.5-minute run, because
+# the echo training was under-weighted); measured shares keep it steady whatever the machine's speed.
+STEP_SECONDS = {
+    "echo: simulate": 55, "echo: train + evaluate EF model": 280, "echo: Simpson check": 1,
+    "av: simulate": 2, "av: train + evaluate detector": 39, "av: train + evaluate calcification classifier": 20,
+    "quality: simulate clean images": 2, "quality: train + evaluate": 34,
+    "lus: simulate": 6, "lus: train + evaluate": 37, "lus: uncertainty": 3, "lus: similar cases": 5,
+    "fetal: simulate": 2, "fetal: train + evaluate": 18, "fetal: uncertainty": 6, "fetal: similar cases": 6,
+}  # fmt: skip
+_SYSTEM_PREFIX = {"echo": "echo:", "av": "av:", "quality": "quality:", "lus": "lus:", "fetal": "fetal:"}
+# relative cost of each system, for the time-left estimate: the sum of its steps
+_WEIGHTS = {
+    name: float(sum(v for k, v in STEP_SECONDS.items() if k.startswith(prefix)))
+    for name, prefix in _SYSTEM_PREFIX.items()
+}
 
 
 def parse_systems(text: str) -> list[str]:
