@@ -27,13 +27,18 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+def shared_data(name: str, inside: str) -> Path:
+    """A real data set in ../shared/data; the test skips (with the reason) when ../shared is not beside the repo."""
+    path = SHARED / "data" / name
+    if not (path / inside).is_dir():
+        pytest.skip(f"real {name} data not found at {path} (../shared is absent)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def hc18_dir() -> Path:
-    """The real HC18 fetal head subset; the test skips (with the reason) when ../shared is not beside the repo."""
-    path = SHARED / "data" / "hc18"
-    if not (path / "images").is_dir():
-        pytest.skip(f"real HC18 data not found at {path} (../shared is absent)")
-    return path
+    """The real HC18 fetal head subset."""
+    return shared_data("hc18", "images")
 
 
 @pytest.fixture(scope="session")

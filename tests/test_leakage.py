@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED
+from conftest import shared_data
 from sonokit.data.leakage import (
     describe_thumbnails,
     mask_like_name,
@@ -232,10 +232,7 @@ def test_with_a_patient_column_copies_stay_together_and_cis_say_patients(tmp_pat
 
 @pytest.fixture(scope="module")
 def busbra() -> Path:
-    path = SHARED / "data" / "busbra"
-    if not (path / "Masks").is_dir():
-        pytest.skip(f"real BUS-BRA data not found at {path} (../shared is absent)")
-    return path
+    return shared_data("busbra", "Masks")
 
 
 def _read_letterboxed(path: str) -> tuple[np.ndarray, dict]:

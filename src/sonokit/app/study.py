@@ -550,29 +550,28 @@ def _calibration(models: Models, run: Any, alpha: float) -> Calibration | str:
     return result
 
 
+def _per_run(cache: dict[str, Any], run: Any, build: Callable[[Any], Any], unavailable: str) -> Any:
+    """`build(run)` once per run folder, kept in `cache`; on failure the one-line reason, prefixed."""
+    key = str(run.run_dir)
+    if key not in cache:
+        try:
+            cache[key] = build(run)
+        except (SonokitError, OSError, ValueError) as err:
+            cache[key] = f"{unavailable}: {_one_line(err)}"
+    return cache[key]
+
+
 def _similar_index(models: Models, run: Any) -> Any:
     from sonokit.retrieval.runs import load_or_build_index
 
-    key = str(run.run_dir)
-    if key not in models._index:
-        try:
-            models._index[key] = load_or_build_index(run)
-        except (SonokitError, OSError, ValueError) as err:
-            models._index[key] = f"similar cases unavailable: {_one_line(err)}"
-    return models._index[key]
+    return _per_run(models._index, run, load_or_build_index, "similar cases unavailable")
 
 
 def _applicability(models: Models, run: Any) -> Any:
     """The run's applicability scorer (fitted now and saved in the run folder when missing), or why there is none."""
     from sonokit.uncertainty.applicability import load_or_fit
 
-    key = str(run.run_dir)
-    if key not in models._applicability:
-        try:
-            models._applicability[key] = load_or_fit(run)
-        except (SonokitError, OSError, ValueError) as err:
-            models._applicability[key] = f"no applicability check: {_one_line(err)}"
-    return models._applicability[key]
+    return _per_run(models._applicability, run, load_or_fit, "no applicability check")
 
 
 def _read_masked(path: str, frame: str | int) -> np.ndarray | None:

@@ -89,13 +89,13 @@ def frame_index(data: list[str], every: int, max_frames: int) -> pd.DataFrame:
     from sonokit.io import find_inputs
 
     if len(data) == 1 and str(data[0]).lower().endswith(".csv"):
+        from sonokit.data.tables import read_csv_text, resolve_paths
+
         table = Path(data[0])
-        if not table.is_file():
-            raise InputError("table not found", table)
-        df = pd.read_csv(table)
+        df = read_csv_text(table)
         if "path" not in df.columns:
             raise InputError("the table has no `path` column", table)
-        paths = [p if Path(p).is_absolute() else str(table.parent / p) for p in df["path"].astype(str)]
+        paths = resolve_paths(df["path"], table.parent).tolist()
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise InputError(f"{len(missing)} files of the table do not exist, e.g. {missing[0]}", table)
