@@ -183,6 +183,29 @@ def test_echo_page_shows_ef_class_contour_video_curve_and_downloads(trained, mon
         assert "Check this answer: seg: " in _texts(at)
 
 
+def test_echo_and_valve_pages_say_not_applicable_for_foreign_uploads(
+    trained, monkeypatch, ybr_dicom, tmp_path
+):
+    """The echo models were trained on simulated cines: the real four-chamber DICOM is foreign to them, so no EF
+    is given (each model's value stays in the CSV, flagged); a photograph gets no valve answer."""
+    at = _upload(_app(trained, monkeypatch, ef=True, lv=True), (ybr_dicom.name, ybr_dicom.read_bytes()))
+    text = _texts(at)
+    assert (
+        "Not applicable to " in text
+        and "this cine does not look like their training data; no EF is given" in text
+    )
+    assert {m.label: m.value for m in at.get("metric")}["EF"] == "n/a"
+    (result,) = _results(at)
+    assert result.echo.ef_source == "" and len(result.echo.not_applicable) == 2
+    assert math.isfinite(result.echo.row["ef_video"])  # the video model's own value is kept, flagged
+
+    photo = _photo(tmp_path / "astronaut.png")
+    at = _upload(_app(trained, monkeypatch, av=True), ("photo.png", photo.read_bytes()))
+    assert "no frame looks like the detector's training data" in _texts(at)
+    (result,) = _results(at)
+    assert result.av.status == "not applicable" and result.av.crop is None
+
+
 def test_classifier_page_with_quality_gate_first(trained, monkeypatch) -> None:
     from sonokit.predict import load_run, predict_files
     from sonokit.quality.gate import decide

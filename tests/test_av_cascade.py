@@ -210,3 +210,31 @@ def test_experiments_quick(runs, tmp_path) -> None:
     assert len(cls[cls["method"] == "heuristic"]) == 16
     md = (tmp_path / "exp" / "tables.md").read_text()
     assert "Aortic-valve detection" in md and "| CNN | tinycnn | avg |" in md
+
+
+def test_predict_says_not_applicable_for_a_frame_unlike_the_detectors_training_data(runs, tmp_path) -> None:
+    """The detector run's applicability check (fitted from its own splits on first use): a photograph gets status
+    "not applicable" and no box, crop or probability; the simulated PSAX frames pass."""
+    import cv2
+    import skimage.data
+
+    from sonokit.av.cascade import NOT_APPLICABLE, OK, predict_to_csv
+    from sonokit.av.data import read_av_index
+
+    data, det, cls = runs
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.ascontiguousarray(skimage.data.astronaut()[..., ::-1]))
+    frames = read_av_index(data)["path"].tolist()[:6]
+    table, errors = predict_to_csv(det, cls, [*frames, photo], tmp_path / "av.csv", tmp_path / "crops",
+                                   device="cpu", score_threshold=0.01)  # fmt: skip
+    assert not errors and (det / "applicability" / "applicability.json").is_file()
+    row = table[table["path"] == str(photo)].iloc[0]
+    assert row["status"] == NOT_APPLICABLE and str(row["applicable"]) == "False"
+    n_val = json.loads((det / "applicability" / "applicability.json").read_text())["n_val"]
+    assert row["applicability"] == pytest.approx(1 / (n_val + 1))  # farther than every validation frame
+    assert np.isnan(row["p_calcified"]) and np.isnan(row["x1"]) and not isinstance(row["crop_path"], str)
+    scans = table[table["path"] != str(photo)]
+    assert (scans["status"] == OK).sum() >= 5 and scans["applicable"].sum() >= 5
+    plain, _ = predict_to_csv(det, cls, [photo], tmp_path / "plain.csv", device="cpu", score_threshold=0.01,
+                              applicability=False)  # fmt: skip
+    assert plain["status"].iloc[0] == OK and plain["applicable"].iloc[0] == ""  # without the check it answers

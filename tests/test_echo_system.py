@@ -221,12 +221,14 @@ def test_ef_predict_on_dicom_converted_avi_and_a_bad_file(predicted, runs, capsy
     assert isinstance(bad["error"], str) and bad["error"] and math.isnan(bad["ef"])
     good = table[table["path"] != str(p["bad"])]
     assert good["error"].isna().all()
-    assert np.isfinite(good["ef"]).all() and np.isfinite(good["ef_video"]).all()
-    assert (good["ef_source"] == "video").all() and (good["volume_unit"] == "px^3").all()
-    assert set(good["class"]) <= {"normal", "mildly reduced", "reduced"}
+    assert np.isfinite(good["ef_video"]).all() and (good["volume_unit"] == "px^3").all()
+    # the real cine is foreign to these simulator-trained models: every model flags it, no headline EF
+    assert good["ef"].isna().all() and good["ef_source"].isna().all()
+    assert (good["applicable_video"] == False).all() and "do not look like its training data" in out  # noqa: E712
+    assert set(good["class_video"]) <= {"normal", "mildly reduced", "reduced"}
     for _, row in good.iterrows():
         n = int(row["n_frames"])
-        for col in ("ed_frames", "es_frames", "ed_frames_seg", "es_frames_trace"):
+        for col in ("ed_frames_seg", "es_frames_seg", "ed_frames_trace", "es_frames_trace"):
             frames = [int(float(f)) for f in str(row[col]).split(";")]  # one frame reads back as a float
             assert frames and all(0 <= f < n for f in frames), (row["path"], col)
         with open_cine(row["overlay"]) as cine:
@@ -249,7 +251,8 @@ def test_ef_predict_prefetching_gives_the_sequential_rows_in_input_order(predict
         assert table["path"].tolist() == sequential["path"].tolist()  # input order, error rows in place
         pd.testing.assert_frame_equal(table, sequential)  # same numbers: decoding ahead changes nothing
     assert "missing.avi" in sequential["path"].iloc[1] and sequential["error"].iloc[1]
-    assert np.isfinite(sequential["ef"].iloc[[0, 3, 4]]).all()
+    assert np.isfinite(sequential["ef_video"].iloc[[0, 3, 4]]).all()
+    assert sequential["applicable_video"].iloc[[0, 3]].tolist() == [False, False]  # per-thread features
 
 
 def test_ef_predict_keeps_every_answer_when_the_lv_model_finds_nothing(predicted, runs) -> None:
@@ -259,7 +262,7 @@ def test_ef_predict_keeps_every_answer_when_the_lv_model_finds_nothing(predicted
 
     from sonokit.echo.predict import load_echo_models, measure_study
 
-    seg, video = load_echo_models([runs["seg"], runs["ef"]], "cpu")
+    seg, video = load_echo_models([runs["seg"], runs["ef"]], "cpu", applicability=False)  # see the next test
     with torch.no_grad():
         seg.run.model.out.bias.fill_(-1e4)
     row = measure_study(predicted["video"], [seg, video]).row
@@ -283,8 +286,8 @@ def test_prepared_video_model_gives_the_unprepared_ef(predicted, runs) -> None:
     inputs = [predicted["inputs"][0], predicted["avi"], predicted["video"]]
     a, _ = predict_studies(inputs, prepared, workers=0)
     b, _ = predict_studies(inputs, plain, workers=0)
-    assert np.isfinite(b["ef"]).all() and b["ef"].std() > 0
-    np.testing.assert_allclose(a["ef"], b["ef"], atol=1e-3)
+    assert np.isfinite(b["ef_video"]).all() and b["ef_video"].std() > 0
+    np.testing.assert_allclose(a["ef_video"], b["ef_video"], atol=1e-3)
     np.testing.assert_allclose(a["ef_video_sd"], b["ef_video_sd"], atol=1e-3)
 
 
@@ -301,7 +304,9 @@ def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_ro
     frames = read_frames(predicted["video"])[..., 1]
     fps = float(pd.read_csv(echo_root / "FileList.csv").set_index("FileName").loc[stem, "FPS"])
     dcm = _write_us_dicom(tmp_path / "study.dcm", frames, fps, float(meta["mm_per_px"]))
-    written, table, errors = predict_to_csv([runs["seg"]], [predicted["video"], dcm], tmp_path / "ml.csv")
+    written, table, errors = predict_to_csv(
+        [runs["seg"]], [predicted["video"], dcm], tmp_path / "ml.csv", applicability=False
+    )  # units only (a model trained on 6 cines finds this test cine borderline foreign)
     assert not errors and written is not None
     px, ml = (table[table["path"] == str(x)].iloc[0] for x in (predicted["video"], dcm))
     assert px["volume_unit"] == "px^3" and ml["volume_unit"] == "mL"
@@ -330,7 +335,9 @@ def test_converted_avi_keeps_the_dicoms_ml(predicted, runs, echo_root, tmp_path)
     assert (
         row["SpacingY_mm"] == row["SpacingX_mm"] > float(meta["mm_per_px"])
     )  # 96 px show more than 96 source px
-    written, table, errors = predict_to_csv([runs["seg"]], [dcm, avi], tmp_path / "ml.csv")
+    written, table, errors = predict_to_csv(
+        [runs["seg"]], [dcm, avi], tmp_path / "ml.csv", applicability=False
+    )
     assert not errors and written is not None
     d, a = (table[table["path"] == str(x)].iloc[0] for x in (dcm, avi))
     assert d["volume_unit"] == a["volume_unit"] == "mL"
@@ -394,3 +401,45 @@ def test_ef_predict_refuses_a_folder_that_is_not_a_run(echo_root, tmp_path, caps
                         monkeypatch)  # fmt: skip
     assert code == 2 and err.count("\n") == 1 and "not a sonokit run folder" in err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_ef_predict_flags_a_cine_unlike_the_training_data(predicted, runs, echo_root) -> None:
+    """Each model's applicability check (fitted from the run's own splits on first use, kept in the run folder):
+    the real four-chamber DICOM is far outside models trained on simulated cines, so its row keeps each model's
+    value but flags it and gives no headline EF; simulated cines pass."""
+    from sonokit.echo.frames import load_study
+    from sonokit.echo.predict import load_echo_models, measure_lv, measure_study, video_ef
+    from sonokit.uncertainty.applicability import score_set
+
+    models = load_echo_models([runs["ef"], runs["seg"]], "cpu")
+    for m in models:
+        assert (runs["ef" if m.role == "video" else "seg"] / "applicability" / "applicability.json").is_file()
+    simulated = sorted((echo_root / "Videos").glob("*.avi"))
+    for m in models:
+        passed = 0
+        for path in [predicted["inputs"][0], *simulated]:
+            cine = load_study(path, {m.run.cfg.size}).prepared[m.run.cfg.size]
+            video_ef(m, cine) if m.role == "video" else measure_lv(m, cine)
+            feats = m.tap.take()
+            applicable, _ = score_set(m.applicability, feats)
+            if path == predicted["inputs"][0]:  # the real cine: over twice the in-domain limit
+                assert not applicable
+                assert np.median(m.applicability.distance(feats)) > 2 * m.applicability.threshold
+            else:
+                passed += applicable
+        assert passed >= len(simulated) - 2, m.key  # the 99% limit rests on 2-3 validation items here
+
+    row = measure_study(predicted["inputs"][0], models).row
+    assert row["applicable_video"] is False and row["applicable_seg"] is False
+    assert 0 < row["applicability_video"] < 0.5 and 0 < row["applicability_seg"] < 0.5
+    assert math.isnan(row["ef"]) and row["ef_source"] == "" and row["class"] == ""
+    assert math.isfinite(row["ef_video"])  # the model's own answer stays, flagged
+    assert row["flags_video"].startswith(
+        "not applicable: the cine does not look like this model's training data"
+    )
+    assert "video: not applicable" in row["flags"] and "seg: not applicable" in row["flags"]
+
+    plain = measure_study(
+        predicted["inputs"][0], load_echo_models([runs["ef"]], "cpu", applicability=False)
+    ).row
+    assert plain["applicable_video"] == "" and plain["ef"] == pytest.approx(row["ef_video"], abs=1e-4)

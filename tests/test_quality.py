@@ -278,7 +278,7 @@ def test_quality_task_trains_and_the_cli_gates(small_hc18, tmp_path):
     cfg = resolve_config(
         "quality",
         task_defaults=QualityTask.defaults,
-        overrides={"data": str(small_hc18), "out": str(tmp_path / "qrun"), **FAST},
+        overrides={"data": str(small_hc18), "out": str(tmp_path / "qrun"), **FAST, "val_fraction": 0.25},
     )
     run = train(cfg)
     metrics = json.loads((run / "metrics_test.json").read_text())
@@ -307,6 +307,26 @@ def test_quality_task_trains_and_the_cli_gates(small_hc18, tmp_path):
     assert gate[[f"p_{c}" for c in QUALITY_CLASSES]].sum(axis=1).round(5).eq(1).all()
     assert gate["ssim_est"].between(0, 1).all()
     assert len(list(folder.glob("*.png"))) == 17
+    # the run's applicability check (fitted from its validation split on first use): a photograph is no fetal
+    # ultrasound, so the gate cannot judge it; it is neither kept nor moved with the rejects
+    import skimage.data
+
+    scans = gate[gate["path"].str.endswith("HC.png")]
+    assert scans["applicable"].astype(str).eq("True").all() and (scans["decision"] != "not applicable").all()
+    annotation = gate[gate["path"].str.endswith("Annotation.png")].iloc[0]  # an ellipse drawing, not a scan
+    assert annotation["decision"] == "not applicable"
+    cv2.imwrite(str(folder / "photo.png"), np.ascontiguousarray(skimage.data.astronaut()[..., ::-1]))
+    result = CliRunner().invoke(app, ["quality", "check", str(folder), "--run", str(run), "--out",
+                                      str(tmp_path / "gate2.csv"), "--move-rejected", str(tmp_path / "rej")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    gate = pd.read_csv(tmp_path / "gate2.csv", keep_default_na=False).set_index("path")
+    photo = gate.loc[str((folder / "photo.png").resolve())]
+    assert (
+        photo["decision"] == "not applicable"
+        and str(photo["applicable"]) == "False"
+        and not photo["moved_to"]
+    )
+    assert (folder / "photo.png").is_file() and "2 not applicable" in result.output
 
 
 @pytest.mark.slow

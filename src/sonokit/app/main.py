@@ -220,6 +220,12 @@ def show_echo(r: StudyResult) -> None:
     )
     c1.metric("EF", _fmt(e.ef, 1, " %"), help=f"EF from the {e.ef_source} model. {e.interval_note}")
     c1.caption(interval)
+    if e.not_applicable:
+        st.error(
+            f"Not applicable to {', '.join(e.not_applicable)}: this cine does not look like "
+            f"{'its' if len(e.not_applicable) == 1 else 'their'} training data"
+            + ("; no EF is given." if not e.ef_source else f"; the EF shown is from {e.ef_source}.")
+        )
     if e.flags:
         st.warning(f"Check this answer: {e.flags}")
     if e.curve is not None:
@@ -325,6 +331,11 @@ def show_av(r: StudyResult) -> None:
         c3.metric("P(calcified)", f"{a.p_calcified:.2f}")
         c3.badge(f"calcified: {a.calcified}", color="red" if a.calcified == "yes" else "green")
         c3.caption(f"box score {a.score:.2f} (best of {a.frames_checked} frame(s)); frame {a.frame}")
+    elif a.status == "not applicable":
+        c3.error(
+            f"Not applicable to {a.model}: no frame looks like the detector's training data "
+            f"({a.frames_checked} frame(s) checked)."
+        )
     else:
         c3.info(f"No valve found (best score {a.score:.2f} in {a.frames_checked} frame(s)).")
     if a.boxed is not None:

@@ -157,6 +157,10 @@ def _echo_html(r: StudyResult) -> str:
         f"<b>{html.escape(e.heart_class)}</b> ({html.escape(e.thresholds)} thresholds)</p>",
         f'<p class="muted">{html.escape(e.interval_note)}; EF from {html.escape(e.ef_source)}; '
         f"models: {html.escape(', '.join(e.models))}</p>",
+        f'<p class="warn">Not applicable to {html.escape(", ".join(e.not_applicable))}: this cine does not look '
+        f"like the training data</p>"
+        if e.not_applicable
+        else "",
         f"<p><b>Check this answer:</b> {html.escape(e.flags)}</p>" if e.flags else "",
         _kv(
             {
@@ -233,7 +237,12 @@ def _av_html(r: StudyResult) -> str:
     a = r.av
     if a is None:
         return ""
-    if a.status != "ok":
+    if a.status == "not applicable":
+        text = (
+            f'<span class="warn">Not applicable to {html.escape(a.model)}: no frame looks like the detector\'s '
+            f"training data ({a.frames_checked} frame(s) checked)</span>"
+        )
+    elif a.status != "ok":
         text = f"no valve found (best score {a.score:.2f} in {a.frames_checked} frame(s))"
     else:
         text = f"calcified: <b>{a.calcified}</b> (p = {a.p_calcified:.2f}); box score {a.score:.2f}, frame {a.frame}"

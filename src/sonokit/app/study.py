@@ -137,6 +137,9 @@ class EchoResult:
     overlay_webm: bytes | None = None
     row: dict[str, Any] = field(default_factory=dict)  # predict_study's full row (the CSV)
     flags: str = ""  # why (part of) the answer should not be trusted, per model (the row's `flags`)
+    not_applicable: list[str] = field(
+        default_factory=list
+    )  # runs whose training data the cine does not look like
 
 
 @dataclass
@@ -180,7 +183,7 @@ class ClassResult:
 
 @dataclass
 class AVResult:
-    status: str  # ok / no valve found
+    status: str  # ok / no valve found / not applicable
     score: float
     frame: int
     box: tuple[float, float, float, float] | None = None
@@ -278,7 +281,8 @@ def load_models(selection: Selection, device: str = "auto") -> Models:
         from sonokit.av.cascade import Cascade
 
         models.cascade = attempt(
-            selection.av_detect, lambda: Cascade(selection.av_detect, selection.av_calcification, device)
+            selection.av_detect,
+            lambda: Cascade(selection.av_detect, selection.av_calcification, device, applicability=True),
         )
     elif selection.av_detect or selection.av_calcification:
         models.errors[selection.av_detect or selection.av_calcification or ""] = (
@@ -468,6 +472,7 @@ def _echo(models: Models, path: Path, workdir: Path, options: Options) -> EchoRe
         n_frames=int(row["n_frames"]),
         row=row,
         flags=str(row.get("flags", "")),
+        not_applicable=[m.run.name for m in echo_models if row.get(f"applicable_{m.key}") is False],
     )
     if overlay.is_file():
         res.overlay_webm = overlay.read_bytes()
@@ -721,7 +726,7 @@ def _similar(res: ClassResult, index: Any, embedding: np.ndarray, k: int, path: 
 
 
 def _av(models: Models, path: Path, n_frames: int, sector: Any, options: Options) -> AVResult:
-    from sonokit.av.cascade import OK
+    from sonokit.av.cascade import NOT_APPLICABLE, OK
     from sonokit.av.plots import draw_boxes
     from sonokit.data.frames import read_gray, sample_indices
 
@@ -732,7 +737,8 @@ def _av(models: Models, path: Path, n_frames: int, sector: Any, options: Options
     frames = [int(i) for i in sample_indices(n_frames, 1, _AV_FRAMES)] if n_frames > 1 else [0]
     images = [read_gray(path, i) for i in frames]
     results = cascade.run(images)
-    best = int(np.argmax([r.score for r in results]))
+    # the best-scoring frame among those the detector's training data covers (all, without a check)
+    best = int(np.argmax([r.score if r.status != NOT_APPLICABLE else -np.inf for r in results]))
     r, image = results[best], images[best]
     out = AVResult(
         status=r.status,

@@ -2,8 +2,9 @@
 calcification; and its held-out evaluation against the heuristic baseline.
 
 Every frame gets one row: status "ok" (box, crop window and probability), "no valve found" (the best peak scored
-below the detector's threshold: nothing is cropped or classified) or "error" (the file could not be read: one
-line saying why; the other files still run). Boxes are in the original image's pixels: the letterbox map is
+below the detector's threshold: nothing is cropped or classified), "not applicable" (with the detector run's
+applicability check: the frame does not look like its training data, so neither stage answers) or "error" (the
+file could not be read: one line saying why; the other files still run). Boxes are in the original image's pixels: the letterbox map is
 inverted exactly, and the crop window is the box enlarged and rounded outwards, so crop pixel (u, v) is image
 pixel (u + crop_x1, v + crop_y1).
 """
@@ -28,9 +29,9 @@ from sonokit.utils import atomic_write_json, get_logger, progress, write_csv
 
 log = get_logger(__name__)
 
-OK, NO_VALVE, ERROR = "ok", "no valve found", "error"
+OK, NO_VALVE, NOT_APPLICABLE, ERROR = "ok", "no valve found", "not applicable", "error"
 COLUMNS = [
-    "path", "frame", "status", "error", "score", "x1", "y1", "x2", "y2", "crop_x1", "crop_y1", "crop_x2", "crop_y2",
+    "path", "frame", "status", "error", "applicable", "applicability", "score", "x1", "y1", "x2", "y2", "crop_x1", "crop_y1", "crop_x2", "crop_y2",
     "p_calcified", "calcified", "crop_path", "y_true", "model_det", "model_cls",
 ]  # fmt: skip
 
@@ -46,6 +47,8 @@ class FrameResult:
     crop: np.ndarray | None = None  # uint8 crop pixels
     p_calcified: float = math.nan
     detections: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros((0, 4)), np.zeros(0)))
+    applicable: bool | None = None  # the detector's applicability check on the frame (None: no check)
+    applicability: float = math.nan
 
 
 class Cascade:
@@ -59,8 +62,13 @@ class Cascade:
         score_threshold: float | None = None,
         margin: float | None = None,
         batch_size: int = 16,
+        applicability: bool = False,
     ) -> None:
+        """`applicability`: check each frame with the detector run's applicability check (fitted from its own
+        data when missing; without one, a warning and no check)."""
+        from sonokit.models.embedding import FeatureTap
         from sonokit.predict.runner import load_run
+        from sonokit.uncertainty.applicability import load_check
 
         self.det = load_run(det_run, device)
         self.cls = load_run(cls_run, device)
@@ -80,21 +88,37 @@ class Cascade:
             )
         self.pos_index = classes.index(self.positive)
         self.batch_size = int(batch_size)
+        self.check = load_check(self.det) if applicability else None
+        self._tap = FeatureTap(self.det.model) if self.check is not None else None
 
     # ------------------------------------------------------------------ the two stages
 
-    @torch.no_grad()
     def detect(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per image: (boxes (k, 4) in original pixels, scores (k,)), best first."""
+        return self._detect(images)[0]
+
+    @torch.no_grad()
+    def _detect(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[bool | None, float]]]:
+        """`detect`, and per image the applicability check's (applicable, applicability) ((None, nan) without)."""
         from sonokit.av.detector import decode
 
         task, size = self.det.task, self.det.cfg.size
         out: list[tuple[np.ndarray, np.ndarray]] = []
+        checks: list[tuple[bool | None, float]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             prepared = [letterbox_gray(im, size) for im in chunk]
             x = torch.from_numpy(np.stack([p[0] for p in prepared])).float().div_(255.0)[:, None]
             raw = task.forward(self.det.model, {"x": x.to(self.det.device)})
+            if self._tap is not None:
+                fit = self.check.score(self._tap.take())
+                checks += [
+                    (bool(a), float(p)) for a, p in zip(fit["applicable"], fit["applicability"], strict=True)
+                ]
+            else:
+                checks += [(None, math.nan)] * len(chunk)
             stride = (size / raw.shape[2], size / raw.shape[3])
             boxes, scores = decode(raw, stride, task.opts.max_detections, task.opts.nms_iou)
             for (_, geo), b, s in zip(prepared, boxes.cpu().numpy(), scores.cpu().numpy(), strict=True):
@@ -103,7 +127,7 @@ class Cascade:
                     inverse_map(b[keep].astype(np.float64), geo.as_array()), geo.height, geo.width
                 )
                 out.append((mapped, s[keep].astype(np.float64)))
-        return out
+        return out, checks
 
     @torch.no_grad()
     def classify(self, crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -121,13 +145,18 @@ class Cascade:
     def run(self, images: Sequence[np.ndarray]) -> list[FrameResult]:
         """Detect, crop and classify a list of uint8 gray frames."""
         results = []
-        for image, (boxes, scores) in zip(images, self.detect(images), strict=True):
+        detections, checks = self._detect(images)
+        for image, (boxes, scores), (applicable, p) in zip(images, detections, checks, strict=True):
             best = float(scores[0]) if len(scores) else 0.0
-            if not len(scores) or best < self.score_threshold:
-                results.append(FrameResult(NO_VALVE, best, detections=(boxes, scores)))
-                continue
-            pixels, window = crop(image, boxes[0], self.margin)
-            results.append(FrameResult(OK, best, boxes[0], window, pixels, detections=(boxes, scores)))
+            if applicable is False:
+                res = FrameResult(NOT_APPLICABLE, best)
+            elif not len(scores) or best < self.score_threshold:
+                res = FrameResult(NO_VALVE, best, detections=(boxes, scores))
+            else:
+                pixels, window = crop(image, boxes[0], self.margin)
+                res = FrameResult(OK, best, boxes[0], window, pixels, detections=(boxes, scores))
+            res.applicable, res.applicability = applicable, p
+            results.append(res)
         found = [r for r in results if r.status == OK]
         for r, p in zip(found, self.classify([r.crop for r in found]), strict=True):
             r.p_calcified = float(p)
@@ -193,6 +222,8 @@ class Cascade:
             "frame": frame,
             "status": res.status,
             "error": "",
+            "applicable": "" if res.applicable is None else res.applicable,
+            "applicability": res.applicability,
             "score": round(res.score, 6),
             "model_det": self.det.name,
             "model_cls": self.cls.name,
@@ -243,9 +274,10 @@ def predict_to_csv(
     device: str = "auto",
     score_threshold: float | None = None,
     labels: str | Path | None = None,
+    applicability: bool = True,
 ) -> tuple[pd.DataFrame, list[str]]:
     """`sonokit av predict`: run the cascade and write the CSV atomically (error rows included)."""
-    cascade = Cascade(det_run, cls_run, device, score_threshold)
+    cascade = Cascade(det_run, cls_run, device, score_threshold, applicability=applicability)
     table, errors = cascade.predict_files(inputs, crops_dir, every)
     if labels is not None:
         from sonokit.av.data import read_av_index

@@ -57,7 +57,7 @@ def predict_cmd(
         ..., help="Frames: images, videos/DICOM (every --every-th frame), folders."
     ),
     out: Path = typer.Option(
-        ..., "--out", help="CSV: one row per frame (status ok / no valve found / error)."
+        ..., "--out", help="CSV: one row per frame (status ok / no valve found / not applicable / error)."
     ),
     crops: Path | None = typer.Option(
         None, "--crops", help="Folder for the crop image of every detected valve."
@@ -70,21 +70,28 @@ def predict_cmd(
         None, "--labels", help="Dataset folder / boxes CSV giving y_true per path."
     ),
     device: str = typer.Option("auto", "--device"),
+    applicability: bool = typer.Option(
+        True,
+        "--applicability/--no-applicability",
+        help="Frames that do not look like the detector's training data get status 'not applicable' and no "
+        "answer (the check is fitted once from the run's data and kept in RUN/applicability/).",
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Detect, crop and classify: box in original pixels, crop window, calcified probability per frame."""
-    from sonokit.av.cascade import ERROR, NO_VALVE, predict_to_csv
+    from sonokit.av.cascade import ERROR, NO_VALVE, NOT_APPLICABLE, predict_to_csv
 
     _quiet(quiet)
     table, errors = predict_to_csv(
-        det_run, cls_run, list(inputs), out, crops, every, device, score_threshold, labels
+        det_run, cls_run, list(inputs), out, crops, every, device, score_threshold, labels, applicability
     )
     for err in errors:
         typer.echo(f"error: {err}", err=True)
     ok = table["status"] == "ok"
     typer.echo(
         f"{int(ok.sum())} valve(s) found, {int((table['status'] == NO_VALVE).sum())} frame(s) without a "
-        f"valve, {int((table['status'] == ERROR).sum())} error(s); wrote {out}"
+        f"valve, {int((table['status'] == NOT_APPLICABLE).sum())} not applicable, "
+        f"{int((table['status'] == ERROR).sum())} error(s); wrote {out}"
     )
     if errors:
         sys.exit(

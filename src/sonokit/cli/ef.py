@@ -102,6 +102,12 @@ def predict(
         help="Multi-pane screens (dual view, image + overlay) are refused by default: measure pane N "
         "(1, 2, ... left to right / top to bottom; left, right, top, bottom).",
     ),
+    applicability: bool = typer.Option(
+        True,
+        "--applicability/--no-applicability",
+        help="Check that each cine looks like each model's training data (fitted once per run from its own "
+        "data and kept in RUN/applicability/); a model the cine is foreign to is flagged and gives no headline.",
+    ),
 ) -> None:
     """EF, EDV/ESV, heart-function class, ED/ES frames and EF per beat of each cine (no label files needed).
 
@@ -130,12 +136,20 @@ def predict(
         batch_size=batch_size,
         workers=workers,
         pane=picked,
+        applicability=applicability,
     )
     for err in errors:
         typer.echo(f"error: {err}", err=True)
     if written is not None:
         ok = int((table["error"] == "").sum()) if "error" in table.columns else len(table)
         typer.echo(f"{ok} of {len(table)} studies measured -> {written}")
+        for col in (c for c in table.columns if c.startswith("applicable_")):
+            foreign = int((table[col] == False).sum())  # noqa: E712 - "" (no check) is neither
+            if foreign:
+                typer.echo(
+                    f"{col.removeprefix('applicable_')}: {foreign} of {len(table)} cines do not look like its "
+                    "training data (flagged; no headline EF from it)"
+                )
     if errors:
         raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False
 

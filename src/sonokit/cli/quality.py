@@ -92,15 +92,22 @@ def check_cmd(
     ),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    applicability: bool = typer.Option(
+        True,
+        "--applicability/--no-applicability",
+        help="Mark images that do not look like the run's training data 'not applicable' (never kept or moved); "
+        "the check is fitted once from the run's data and kept in RUN/applicability/.",
+    ),
 ) -> None:
     """Gate images: one CSV row each; rejected files are moved only with --move-rejected."""
-    from sonokit.quality.gate import check_with_run
+    from sonokit.quality.gate import NOT_APPLICABLE, check_with_run
 
-    table = check_with_run(run, inputs, out, threshold, move_rejected, device, batch_size)
-    n_reject = int((table["decision"] == "reject").sum())
+    table = check_with_run(run, inputs, out, threshold, move_rejected, device, batch_size, applicability)
+    counts = table["decision"].value_counts()
     moved = int((table["moved_to"] != "").sum())
     typer.echo(
-        f"{len(table)} images: {len(table) - n_reject} kept, {n_reject} rejected, {moved} moved; wrote {out}"
+        f"{len(table)} images: {counts.get('keep', 0)} kept, {counts.get('reject', 0)} rejected, "
+        f"{counts.get(NOT_APPLICABLE, 0)} not applicable, {moved} moved; wrote {out}"
     )
 
 

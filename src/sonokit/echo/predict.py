@@ -40,11 +40,20 @@ class EchoModel:
     role: str  # "video" | "seg" | "trace"
     key: str  # column suffix
     gray: bool = False  # the video model also takes one-channel grey clips (prepare_for_prediction)
+    applicability: Any = None  # sonokit.uncertainty.applicability.ApplicabilityScorer, when the run has one
+    tap: Any = None  # sonokit.models.embedding.FeatureTap on the model, when it has a check
 
 
-def load_echo_models(run_dirs: list[str | Path], device: str = "auto") -> list[EchoModel]:
-    """Load each run folder; refuse runs of other tasks (they cannot measure an LV)."""
+def load_echo_models(
+    run_dirs: list[str | Path], device: str = "auto", applicability: bool = True
+) -> list[EchoModel]:
+    """Load each run folder; refuse runs of other tasks (they cannot measure an LV).
+
+    `applicability`: load each run's check of whether a cine looks like its training data (RUN/applicability/,
+    fitted now from the run's own data when missing); a run whose data is gone answers without one (a warning)."""
+    from sonokit.models.embedding import FeatureTap
     from sonokit.predict.runner import load_run
+    from sonokit.uncertainty.applicability import load_check
 
     if not run_dirs:
         raise InputError("no model given: pass --run RUN_DIR (an ef, lv-seg or lv-trace run), repeatable")
@@ -55,10 +64,26 @@ def load_echo_models(run_dirs: list[str | Path], device: str = "auto") -> list[E
         if role is None:
             raise InputError(f"a {run.task.name!r} run; ef predict takes ef, lv-seg and lv-trace runs", d)
         same = sum(m.role == role for m in models)
-        models.append(
-            prepare_for_prediction(EchoModel(run, role, role if same == 0 else f"{role}{same + 1}"))
-        )
+        model = EchoModel(run, role, role if same == 0 else f"{role}{same + 1}")
+        model.applicability = load_check(run) if applicability else None
+        prepare_for_prediction(model)
+        if model.applicability is not None:
+            model.tap = FeatureTap(run.model)
+        models.append(model)
     return models
+
+
+def _applicability(model: EchoModel, n_items: int | None = None) -> tuple[bool | None, float]:
+    """This thread's features of the model's last pass over a cine (its first `n_items` clips or frames), judged
+    as one set: (applicable or None without a check, applicability)."""
+    from sonokit.uncertainty.applicability import score_set
+
+    if model.tap is None:
+        return None, math.nan
+    feats = model.tap.take()[:n_items]
+    if not len(feats) or model.applicability is None:
+        return None, math.nan
+    return score_set(model.applicability, feats)
 
 
 def prepare_for_prediction(model: EchoModel) -> EchoModel:
@@ -321,14 +346,17 @@ def measure_study(
         "volume_unit": "mL" if spacing else "px^3",
     }  # fmt: skip
     flags: dict[str, list[str]] = {m.key: [] for m in models}
+    applies: dict[str, tuple[bool | None, float]] = {}
     lv: dict[str, LVResult] = {}
     for m in models:
         if m.role in ("seg", "trace"):
             try:
                 lv[m.key] = measure_lv(m, at(m.run.cfg.size), batch_size)
                 flags[m.key] += lv[m.key].flags
+                applies[m.key] = _applicability(m)
             except _MODEL_ERRORS as err:
                 flags[m.key].append(f"failed: {str(err).splitlines()[0]}")
+                _applicability(m)  # drop the features of the failed pass
     first_lv = next(((m, lv[m.key]) for m in models if m.key in lv), None)
     per_model: dict[str, Any] = {}
     efs: dict[str, float] = {}
@@ -338,8 +366,10 @@ def measure_study(
             beats = first_lv[1].beats if first_lv and first_lv[1].beat_source == "beats" else None
             try:
                 v = video_ef(m, at(m.run.cfg.size), beats, max(1, batch_size // 2))
+                applies[k] = _applicability(m, v["clips"])
             except _MODEL_ERRORS as err:
                 flags[k].append(f"failed: {str(err).splitlines()[0]}")
+                _applicability(m)  # drop the features of the failed pass
                 v = {"ef": math.nan, "sd": math.nan, "clips": 0, "beats": math.nan}
             efs[k] = v["ef"]
             per_model.update({
@@ -361,14 +391,29 @@ def measure_study(
                 f"consistency_{k}": res.consistency if res else math.nan,
                 f"beat_interval_cv_{k}": res.beat_interval_cv if res else math.nan,
             })  # fmt: skip
+        applicable, applicability = applies.get(k, (None, math.nan))
+        per_model[f"applicable_{k}"] = "" if applicable is None else applicable
+        per_model[f"applicability_{k}"] = applicability
+        if applicable is False:
+            flags[k].insert(0, f"not applicable: the cine does not look like this model's training data "
+                               f"(applicability {applicability:.3f}; {m.applicability.rule()})")  # fmt: skip
         per_model[f"flags_{k}"] = "; ".join(flags[k])
-    head = next((m.key for m in models if math.isfinite(efs[m.key])), models[0].key)
-    row.update({"ef": efs[head], "class": cls(efs[head]), "ef_source": head})
+    # the headline: the first model that measured and that the cine is applicable to; none when none is
+    trusted = [
+        m.key for m in models if math.isfinite(efs[m.key]) and applies.get(m.key, (None,))[0] is not False
+    ]
+    head = trusted[0] if trusted else ""
+    ef = efs[head] if head else math.nan
+    row.update({"ef": ef, "class": cls(ef), "ef_source": head})
     row["flags"] = "; ".join(f"{k}: {f}" for k, fs in flags.items() for f in fs)
-    if first_lv is not None:
-        k = first_lv[0].key
-        for name in ("edv", "esv", "ed_frames", "es_frames", "beat_efs", "n_beats"):
-            row[name] = per_model[f"{name}_{k}"]
+    lv_head = next(
+        (m.key for m in models if m.key in lv and applies.get(m.key, (None,))[0] is not False), None
+    )
+    for name in ("edv", "esv", "ed_frames", "es_frames", "beat_efs", "n_beats"):
+        if lv_head is not None:
+            row[name] = per_model[f"{name}_{lv_head}"]
+        elif first_lv is not None:  # LV models ran, none applies: the columns stay, empty
+            row[name] = math.nan if name in ("edv", "esv") else ""
     row.update(per_model)
     if overlay is not None:
         if study.original is None:
@@ -512,13 +557,14 @@ def predict_to_csv(
     batch_size: int = 16,
     workers: int = 2,
     pane: int | None = None,
+    applicability: bool = True,
 ) -> tuple[Path | None, pd.DataFrame, list[str]]:
     """Load the runs, measure every input, write the CSV atomically (error rows included)."""
     from sonokit.clinical import get_thresholds
     from sonokit.utils import write_csv
 
     get_thresholds(thresholds)  # an unknown preset fails before any model is loaded
-    models = load_echo_models(run_dirs, device)
+    models = load_echo_models(run_dirs, device, applicability)
     table, errors = predict_studies(inputs, models, thresholds, overlay_dir, batch_size, workers, pane)
     if table.empty:
         return None, table, errors

@@ -7,7 +7,9 @@ deletes a file, and every move is logged in the CSV (`moved_to`), so a gate run 
 
 Decision: an image is rejected when the probability that it is corrupted, 1 - p(original), is at least
 `threshold` (default 0.5: the classifier's own argmax between "original" and "any corruption"); a lower threshold
-is a stricter gate.
+is a stricter gate. With a run's applicability check (sonokit.uncertainty.applicability), an image that does not
+look like the run's training data gets "not applicable" instead: the gate cannot judge its quality, so it is
+neither kept as clean nor moved.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ log = get_logger(__name__)
 
 #: images (uint8 grey, native size) -> (class probabilities (N, K), estimated SSIM (N,))
 GatePredictFn = Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray]]
+#: called after each GatePredictFn batch -> (applicable (N,) bool, applicability (N,) p-value) of that batch
+GateCheckFn = Callable[[], tuple[np.ndarray, np.ndarray]]
+NOT_APPLICABLE = "not applicable"
 
 GATE_COLUMNS = [
     "path",
@@ -36,6 +41,8 @@ GATE_COLUMNS = [
     *[f"p_{c}" for c in QUALITY_CLASSES],
     "p_corrupted",
     "ssim_est",
+    "applicable",
+    "applicability",
     "decision",
     "moved_to",
 ]
@@ -68,6 +75,7 @@ def run_gate(
     move_rejected: str | Path | None = None,
     classes: Sequence[str] = QUALITY_CLASSES,
     batch_size: int = 16,
+    check: GateCheckFn | None = None,
 ) -> pd.DataFrame:
     """Gate `inputs` (image files and folders, searched recursively) and write `out_csv`; return its rows.
 
@@ -86,12 +94,16 @@ def run_gate(
     if not files:
         raise InputError("no images left to gate (all are inside the --move-rejected folder)", reject_dir)
 
-    probs_parts, ssim_parts = [], []
+    probs_parts, ssim_parts, ok_parts, p_parts = [], [], [], []
     for start in progress(range(0, len(files), batch_size), desc="gate", total=-(-len(files) // batch_size)):
         batch = [read_gray(f, min_side=MIN_SIDE) for f in files[start : start + batch_size]]
         p, s = predict_fn(batch)
         probs_parts.append(np.asarray(p, dtype=float))
         ssim_parts.append(np.asarray(s, dtype=float))
+        if check is not None:
+            ok, p_value = check()
+            ok_parts.append(np.asarray(ok, dtype=bool))
+            p_parts.append(np.asarray(p_value, dtype=float))
     probs = np.concatenate(probs_parts)
     ssim_est = np.concatenate(ssim_parts)
     if probs.shape != (len(files), len(classes)):
@@ -100,7 +112,10 @@ def run_gate(
             f"({len(files)}, {len(classes)})"
         )
 
-    decisions = decide(probs, classes, threshold)
+    decisions = decide(probs, classes, threshold).astype(object)
+    if check is not None:
+        applicable = np.concatenate(ok_parts)
+        decisions[~applicable] = NOT_APPLICABLE
     table = pd.DataFrame({"path": [str(f) for f in files]})
     table["class"] = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
     table["probability"] = probs.max(axis=1)
@@ -108,6 +123,8 @@ def run_gate(
         table[f"p_{c}"] = probs[:, j]
     table["p_corrupted"] = 1.0 - probs[:, list(classes).index("original")]
     table["ssim_est"] = ssim_est
+    table["applicable"] = applicable if check is not None else ""
+    table["applicability"] = np.concatenate(p_parts) if check is not None else np.nan
     table["decision"] = decisions
     table["moved_to"] = ""
 
@@ -125,11 +142,13 @@ def run_gate(
         # the CSV is written even when a move fails part-way, so every move that happened is on record
         write_csv(table[GATE_COLUMNS], out_csv)
     n_reject = int((decisions == "reject").sum())
+    n_foreign = int((decisions == NOT_APPLICABLE).sum())
     log.info(
-        "gate: %d images, %d kept, %d rejected%s",
+        "gate: %d images, %d kept, %d rejected, %d not applicable%s",
         len(files),
-        len(files) - n_reject,
+        len(files) - n_reject - n_foreign,
         n_reject,
+        n_foreign,
         f", moved to {reject_dir}" if reject_dir is not None else " (nothing moved)",
     )
     return table[GATE_COLUMNS]
@@ -143,9 +162,13 @@ def check_with_run(
     move_rejected: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 16,
+    applicability: bool = True,
 ) -> pd.DataFrame:
-    """`run_gate` with a trained `quality` run folder as the model."""
+    """`run_gate` with a trained `quality` run folder as the model, and its applicability check (fitted from the
+    run's own data when missing; without one, a warning and empty columns) unless `applicability` is False."""
+    from sonokit.models.embedding import FeatureTap
     from sonokit.predict import load_run
+    from sonokit.uncertainty.applicability import load_check
 
     run = load_run(run_dir, device)
     if not hasattr(run.task, "predict_arrays"):
@@ -156,4 +179,15 @@ def check_with_run(
     def predict(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return run.task.predict_arrays(run.model, images, run.device)
 
-    return run_gate(inputs, predict, out_csv, threshold, move_rejected, run.task.classes, batch_size)
+    scorer = load_check(run) if applicability else None
+    if scorer is None:
+        return run_gate(inputs, predict, out_csv, threshold, move_rejected, run.task.classes, batch_size)
+    with FeatureTap(run.model) as tap:
+
+        def check() -> tuple[np.ndarray, np.ndarray]:
+            fit = scorer.score(tap.take())  # the features of the batch predict() just ran
+            return fit["applicable"], fit["applicability"]
+
+        return run_gate(
+            inputs, predict, out_csv, threshold, move_rejected, run.task.classes, batch_size, check
+        )

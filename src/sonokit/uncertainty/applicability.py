@@ -183,6 +183,13 @@ class ApplicabilityScorer:
         )
 
 
+def score_set(scorer: ApplicabilityScorer, emb: np.ndarray) -> tuple[bool, float]:
+    """One verdict for a set of items from one input (a cine's frames or clips): applicable when at least half
+    of them are, with the median of their applicability."""
+    fit = scorer.score(emb)
+    return bool(np.mean(fit["applicable"]) >= 0.5), float(np.median(fit["applicability"]))
+
+
 def conformal_threshold(sorted_scores: np.ndarray, quantile: float) -> float:
     """The ceil((n + 1) q)-th smallest calibration score, or the largest when n is too small for that rank."""
     n = len(sorted_scores)
@@ -213,6 +220,10 @@ def _fit_mahalanobis(train: np.ndarray, labels: np.ndarray | None) -> dict[str, 
 # ---------------------------------------------------------------------------------------------- run folders
 
 
+#: items per split embedded to fit a check (a seeded sample when a split is larger)
+MAX_FIT_ITEMS = 4000
+
+
 def fit_for_run(
     run: Any,
     train: Any | None = None,
@@ -220,23 +231,31 @@ def fit_for_run(
     method: str = "mahalanobis",
     quantile: float = 0.99,
     save: bool = True,
+    max_items: int = MAX_FIT_ITEMS,
 ) -> ApplicabilityScorer:
     """Fit a run's scorer from its training and validation embeddings (sonokit.retrieval.runs.SplitOutputs;
-    computed here when not given, from the run's own splits) and save it in RUN/applicability/."""
-    from sonokit.retrieval.runs import infer_with_embeddings, run_splits, weights_fingerprint
+    computed here when not given, from the run's own splits) and save it in RUN/applicability/.
+
+    Any task: a classifier gets one mean per class; a regression or segmentation run (EF, LV, valve detector)
+    one mean, with features read where sonokit.models.embedding says. At most `max_items` items per split
+    (a seeded sample) are embedded: the covariance and the 99% quantile need hundreds, not a whole archive."""
+    from sonokit.retrieval.runs import weights_fingerprint
 
     if train is None or val is None:
+        from sonokit.retrieval.runs import run_splits
+
         splits = run_splits(run)
-        missing = [s for s in ("train", "val") if s not in splits]
+        missing = [s for s in ("train", "val") if s not in splits or not len(splits[s])]
         if missing:
             raise InputError(
                 f"the dataset has no {' or '.join(missing)} split: applicability needs both",
                 run.task.cfg.data,
             )
+        sample = {s: _sample(splits[s], max_items, run.task.cfg.seed) for s in ("train", "val")}
         if train is None:
-            train = infer_with_embeddings(run, splits["train"], desc="embed train")
+            train = _embed(run, sample["train"], "embed train")
         if val is None:
-            val = infer_with_embeddings(run, splits["val"], desc="embed val")
+            val = _embed(run, sample["val"], "embed val")
     scorer = ApplicabilityScorer.fit(
         train.embeddings, val.embeddings, train.y, method, quantile,
         weights_sha256=weights_fingerprint(run.run_dir),
@@ -244,6 +263,45 @@ def fit_for_run(
     if save:
         scorer.save(run.run_dir)
     return scorer
+
+
+@dataclass
+class Embedded:
+    """Features of item rows, with class labels when the run is a classifier (else None)."""
+
+    embeddings: np.ndarray
+    y: np.ndarray | None
+
+
+def _sample(items: Any, n: int, seed: int) -> Any:
+    return items if len(items) <= n else items.sample(n=n, random_state=seed).sort_index()
+
+
+def _embed(run: Any, items: Any, desc: str) -> Any:
+    """A classifier's head embeddings and labels (retrieval's pass), else the features of any other task."""
+    from sonokit.retrieval.runs import infer_with_embeddings
+
+    if run.task.kind == "classification" and run.task.classes:
+        return infer_with_embeddings(run, items, desc=desc)
+    return Embedded(infer_features(run, items, desc), None)
+
+
+def infer_features(run: Any, items: Any, desc: str = "embed") -> np.ndarray:
+    """(N, D) features of item rows, in row order, through the task's own dataset and inference loop."""
+    from sonokit.models.embedding import FeatureTap
+    from sonokit.train.engine import amp_dtype, infer, make_loader
+
+    cfg = run.task.cfg
+    dataset = run.task.build_dataset(items, train=False)
+    loader = make_loader(dataset, run.task, cfg.eval_batch_size or cfg.batch_size, 0, run.device)
+    with FeatureTap(run.model) as tap:
+        _, collected = infer(run.task, run.model, loader, run.device, amp_dtype(cfg, run.device), desc=desc)
+        feats = tap.take()
+    if len(feats) != len(collected["index"]):
+        raise ModelError(
+            f"{len(feats)} feature rows for {len(collected['index'])} items: one forward per batch?"
+        )
+    return feats[np.argsort(collected["index"], kind="stable")].astype(np.float32)
 
 
 def load_or_fit(run: Any) -> ApplicabilityScorer:
@@ -255,3 +313,15 @@ def load_or_fit(run: Any) -> ApplicabilityScorer:
     except (InputError, ModelError) as err:
         log.info("%s: fitting the applicability check now", str(err).splitlines()[0])
     return fit_for_run(run)
+
+
+def load_check(run: Any) -> ApplicabilityScorer | None:
+    """`load_or_fit`, or None with a warning when the run's check cannot be had (its training data is gone):
+    prediction then goes on without one, and says so."""
+    from sonokit.errors import SonokitError
+
+    try:
+        return load_or_fit(run)
+    except (SonokitError, OSError) as err:
+        log.warning("%s: answers without an applicability check (%s)", run.run_dir, str(err).splitlines()[0])
+        return None
