@@ -38,6 +38,10 @@ class Acquisition:
     lateral_sigma: float = 1.1
     pulse_freq: float = 0.12  # residual carrier of the demodulated pulse, cycles per sample
     gamma: float = 1.0
+    tgc_nodes_db: tuple[
+        float, ...
+    ] = ()  # the operator's TGC sliders: gain at evenly spaced depths, skin to max
+    edge_db: float = 0.0  # signal loss at the fan's edges (apodization, element directivity)
 
 
 def random_acquisition(rng: np.random.Generator, **overrides: float) -> Acquisition:
@@ -163,8 +167,16 @@ class BModeRenderer:
         d_cm = self.grid.depth[:, 0].astype(np.float64) / 10.0
         att = 10 ** (-acq.atten_db_cm * d_cm / 20)
         tgc = 10 ** (acq.tgc_db_cm * d_cm / 20)
+        if acq.tgc_nodes_db:  # receive gain: scales signal and electronic noise alike
+            nodes = np.asarray(acq.tgc_nodes_db, dtype=np.float64)
+            pos = np.linspace(0.0, float(d_cm[-1]), len(nodes))
+            tgc = tgc * 10 ** (np.interp(d_cm, pos, nodes) / 20)
         self.row_signal = (att * tgc).astype(dtype)[:, None]
         self.row_noise = (tgc * 10 ** (acq.noise_db / 20)).astype(dtype)[:, None]
+        if acq.edge_db:  # (n_r, n_l): weaker beams towards the fan's edges
+            lat = np.linspace(-1.0, 1.0, self.grid.n_l)
+            col = 10 ** (-acq.edge_db * np.abs(lat) ** 3 / 20)
+            self.row_signal = (self.row_signal * col[None, :]).astype(dtype)
         self.top_db = 12.0 - acq.gain_db  # echogenicity-1 speckle sits at ~75 % grey
         self.dr_db = acq.dynamic_range_db
         if method == "fft":
