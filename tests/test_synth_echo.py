@@ -222,7 +222,7 @@ def test_left_convention_mirrors_pixels_and_tracings_about_the_image_centre(side
 def test_rotation_about_the_probe_turns_the_tracings_with_the_dark_cavity():
     from sonokit.synth.echo import render_echo, rotate_case
 
-    case = sample_echo_case(SEED, 1)
+    case = sample_echo_case(SEED, 1, realism="full")
     turned = rotate_case(case, 4.0)
     a, b = render_echo(case), render_echo(turned)
     assert (a.ed_frame, a.es_frame) == (b.ed_frame, b.es_frame)
@@ -244,7 +244,7 @@ def test_rotation_about_the_probe_turns_the_tracings_with_the_dark_cavity():
 def test_lv_side_and_frame_rates_over_many_cases():
     from sonokit.synth.echo import lv_state, lv_tracing_mm, traced_frames
 
-    cases = [sample_echo_case(3, i, convention="both") for i in range(200)]
+    cases = [sample_echo_case(3, i, convention="both", realism="full") for i in range(200)]
     assert 0.3 < np.mean([c.convention == "left" for c in cases]) < 0.7
     fps = np.array([c.fps for c in cases])
     assert fps.min() >= 20 and fps.max() <= 90 and fps.min() < 25 and fps.max() > 75
@@ -261,12 +261,17 @@ def test_lv_side_and_frame_rates_over_many_cases():
         assert (mm[1:, 0] < mm[1:, 2]).all()
         centres.append(mm[1:, [0, 2]].mean())
     assert np.mean(np.array(centres) > 0) > 0.8  # and the LV mostly right of the probe's axis
-    basic = sample_echo_case(3, 0, realism="basic")
-    assert basic.look is None and basic.shape is None and basic.ef_target == cases[0].ef_target
+    basic = sample_echo_case(3, 0)  # the default look
+    assert (
+        basic.realism == "basic"
+        and basic.look is None
+        and basic.shape is None
+        and basic.ef_target == cases[0].ef_target
+    )
 
 
 def test_fps_and_frame_count_recorded_in_filelist(tmp_path):
-    root = make_echo_dataset(tmp_path / "e", n=2, seed=1, size=64, fps_range=(24.0, 24.0))
+    root = make_echo_dataset(tmp_path / "e", n=2, seed=1, size=64, realism="full", fps_range=(24.0, 24.0))
     fl = pd.read_csv(root / "FileList.csv")
     assert (fl["FPS"] == 24.0).all()
     for _, row in fl.iterrows():
@@ -281,3 +286,12 @@ def test_bad_echo_options_are_refused_before_writing(tmp_path):
         with pytest.raises(InputError):
             make_echo_dataset(tmp_path / "x", n=1, **bad)
     assert not (tmp_path / "x").exists()
+
+
+def test_full_look_item_depends_only_on_seed_and_index(sides, tmp_path):
+    one = make_echo_dataset(tmp_path / "one", n=1, seed=SEED + 5, convention="right", realism="full")
+    pd.testing.assert_frame_equal(
+        pd.read_csv(sides["right"] / "FileList.csv").head(1), pd.read_csv(one / "FileList.csv")
+    )
+    a = read_video(sides["right"] / "Videos" / "echo_00000.avi")
+    assert np.array_equal(a, read_video(one / "Videos" / "echo_00000.avi"))

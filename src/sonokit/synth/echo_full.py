@@ -51,6 +51,7 @@ class EchoLook:
     myo_echo: float
     septum_gain: float
     lateral_dropout: float  # 0 none .. 0.9 lateral wall mostly gone
+    aspect: float  # how much weaker walls along the beam are than walls facing it (0 .. 1)
     rv_wall_mm: float
     peri_echo: float
     blood_echo: float
@@ -116,8 +117,8 @@ def fuller_case(
         dynamic_range_db=float(rng.uniform(40.0, 62.0)),
         noise_db=float(rng.uniform(-72.0, -56.0)),
         gamma=float(rng.uniform(1.0, 1.5)),
-        axial_sigma=float(rng.uniform(0.6, 1.7)),  # speckle size drawn per case
-        lateral_sigma=float(rng.uniform(0.8, 2.3)),
+        axial_sigma=float(rng.uniform(0.6, 1.4)),  # speckle size drawn per case
+        lateral_sigma=float(rng.uniform(0.8, 1.8)),
         tgc_nodes_db=tuple(float(v) for v in rng.normal(0.0, 2.5, 6)),
         edge_db=float(rng.uniform(0.0, 9.0)),
     )
@@ -132,8 +133,8 @@ def fuller_case(
         for _ in range(n_pap)
     )
     look = EchoLook(
-        bg_echo=float(10 ** rng.uniform(-3.6, -2.6)),
-        fat_echo=float(10 ** rng.uniform(-2.0, -1.2)),
+        bg_echo=float(10 ** rng.uniform(-3.9, -3.0)),
+        fat_echo=float(10 ** rng.uniform(-2.8, -2.0)),
         chest_mm=float(rng.uniform(6.0, 16.0)),
         chest_echo=float(rng.uniform(0.3, 1.2)),
         reverb=float(rng.uniform(0.0, 0.12)),
@@ -142,6 +143,7 @@ def fuller_case(
         myo_echo=float(rng.uniform(0.03, 0.2)),
         septum_gain=float(rng.uniform(1.3, 2.5)),
         lateral_dropout=float(rng.uniform(0.0, 0.85)),
+        aspect=float(rng.uniform(0.4, 0.85)),
         rv_wall_mm=float(rng.uniform(3.0, 5.0)),
         peri_echo=float(rng.uniform(1.0, 5.0)),
         blood_echo=float(10 ** rng.uniform(-3.8, -2.9)),
@@ -242,6 +244,7 @@ class FullEchoPhantom:
         self.tex_haze = np.exp(0.6 * smooth_field(rng, shape, (5, 8))).astype(np.float32)
         wobble = np.clip(0.5 + 0.5 * smooth_field(rng, shape, (6, 4)), 0, 1)
         self.lateral_gain = (1 - look.lateral_dropout * wobble).astype(np.float32)
+        self.patchy = np.clip(0.55 + 0.45 * smooth_field(rng, shape, (16, 18)), 0.08, 1.3).astype(np.float32)
         self.peri_gain = (0.35 + 0.65 * np.clip(0.5 + 0.5 * smooth_field(rng, shape, (4, 4)), 0, 1)).astype(
             np.float32
         )
@@ -300,6 +303,16 @@ class FullEchoPhantom:
             rows = ramp(_F(look.chest_mm + 15.0) - depth, 6.0)
             out += _F(0.25) * cols * rows
         return out
+
+    def _rows(self, seg: tuple[float, float, float, float], pad_mm: float) -> slice:
+        """Beam rows (a range band) that hold the segment (u0, v0, u1, v1) and `pad_mm` around it."""
+        x, z = from_local(np.array(seg[0::2]), np.array(seg[1::2]), self.case.apex_x, self.case.apex_z,
+                          self.case.tilt_deg)  # fmt: skip
+        r = np.hypot(x, z)
+        dr = self.grid.dr_mm
+        lo = max(0, int((r.min() - pad_mm) / dr))
+        hi = min(self.grid.n_r, int(math.ceil((r.max() + pad_mm) / dr)) + 1)
+        return slice(lo, max(lo, hi))
 
     def _lv(self, c: float) -> tuple[np.ndarray, np.ndarray]:
         """(signed distance to the cavity in mm, inner bright structures) at contraction c (cached per c)."""
@@ -378,31 +391,39 @@ class FullEchoPhantom:
         lateral = ramp(_F(0.35) * b - v, 5.0) * (1 - basal)  # LV free wall side
         septal = ramp(v + _F(0.35) * b, 4.0) * ramp(d_rv, 2.0) * (1 - basal)  # between the cavities
         myo = _F(look.myo_echo) * self.tex_myo * (1 - 0.75 * basal)
+        # walls facing the beam reflect strongly, walls along it (lateral LV and atrial sides) weakly; the
+        # septum stays visible (thick, blood on both sides). |d(distance)/d(range)| = cos(normal, beam).
+        facing = np.empty_like(d_heart)
+        facing[1:] = np.abs(np.diff(d_heart, axis=0)) * _F(1 / self.grid.dr_mm)
+        facing[0] = facing[1]
+        facing = np.minimum(facing, _F(1))
+        aspect = _F(1) - _F(look.aspect) * (1 - facing * facing) * (1 - septal)
         myo = myo * (1 + (self.lateral_gain - 1) * lateral) * (1 + _F(look.septum_gain - 1) * septal)
-        echo = blend(echo, myo, wall)
+        echo = blend(echo, myo * aspect * self.patchy, wall)
         # the pericardium shows most behind the atria (the far field) and along the free walls
         far = np.clip((u - _F(L + gap + 1.3 * la_a)) * _F(1 / (0.7 * la_a)), 0.0, 1.0)
         far = np.maximum(far, _F(0.5) * lateral) + _F(0.1)
-        peri = band(d_heart, 0.4, 2.0, 1.0) * far * self.peri_gain
+        peri = band(d_heart, 0.4, 2.0, 1.0) * far * self.peri_gain * aspect
         echo = echo + _F(look.peri_echo) * peri * self.tex_myo
         echo = blend(echo, _F(look.blood_echo), blood)
         echo = blend(echo, _F(look.myo_echo * 1.3) * self.tex_myo, inner * lv_cav)
-        if self.ias_dropout:
-            ias = ramp(
-                segment_distance(u, v, L + gap + 6, la_v - la_b - 2.5, L + gap + 2 * la_a, la_v - la_b - 2.5)
-                - 1.5,
-                1.0,
-            )
-            echo = blend(echo, _F(look.blood_echo * 3), ias * 0.8)
+        if self.ias_dropout:  # the thin interatrial septum often drops out in this view
+            seg = (L + gap + 6, la_v - la_b - 2.5, L + gap + 2 * la_a, la_v - la_b - 2.5)
+            sl = self._rows(seg, 3.0)
+            ias = ramp(segment_distance(u[sl], v[sl], *seg) - 1.5, 1.0)
+            echo[sl] = blend(echo[sl], _F(look.blood_echo * 3), ias * 0.8)
         if look.moderator:  # the RV's moderator band, from the septum to the free wall
             mu = rv_u0 + 0.45 * rv_len
-            d = segment_distance(u, v, mu, rv_vc + rv_b, mu - 0.15 * rv_len, rv_vc - rv_b)
-            echo = blend(echo, _F(look.myo_echo * 1.5), ramp(d - 0.9, 1.0) * rv_cav)
+            seg = (mu, rv_vc + rv_b, mu - 0.15 * rv_len, rv_vc - rv_b)
+            sl = self._rows(seg, 3.0)
+            d = segment_distance(u[sl], v[sl], *seg)
+            echo[sl] = blend(echo[sl], _F(look.myo_echo * 1.5), ramp(d - 0.9, 1.0) * rv_cav[sl])
         if look.aorta:  # descending aorta behind the left atrium
             cu, cv = L + gap + 2 * la_a + 6.0, la_v + 0.5 * la_b
-            d = np.sqrt((u - _F(cu)) ** 2 + (v - _F(cv)) ** 2) - _F(8.0)
-            echo = blend(echo, _F(look.myo_echo * 0.8) * self.tex_myo, band(d, -0.5, 2.5, 1.0))
-            echo = blend(echo, _F(look.blood_echo), ramp(d, 1.0))
+            sl = self._rows((cu, cv, cu, cv), 12.0)
+            d = np.sqrt((u[sl] - _F(cu)) ** 2 + (v[sl] - _F(cv)) ** 2) - _F(8.0)
+            e = blend(echo[sl], _F(look.myo_echo * 0.8) * self.tex_myo[sl], band(d, -0.5, 2.5, 1.0))
+            echo[sl] = blend(e, _F(look.blood_echo), ramp(d, 1.0))
         # --- valves: leaflets hinge at the annulus, closed across it in systole, swinging into the ventricle
         spec = (_F(0.35 * math.sqrt(look.peri_echo)) * peri).astype(np.float32)
         ang = np.deg2rad(10 + 75 * opening)
@@ -413,11 +434,11 @@ class FullEchoPhantom:
             (rv_vc + r_tv, -1, r_tv, rv_base),
         ):
             ln = rad * self.leaflet * (1.1 if sign > 0 else 0.95)
-            tip_u = uu + gap * 0.5 - ln * math.sin(ang)
-            tip_v = hv + sign * ln * math.cos(ang)
-            m = ramp(segment_distance(u, v, uu + gap * 0.5, hv, tip_u, tip_v) - 0.6, 1.0)
-            echo = blend(echo, _F(look.valve_echo), m)
-            spec += m * _F(0.3)
+            seg = (uu + gap * 0.5, hv, uu + gap * 0.5 - ln * math.sin(ang), hv + sign * ln * math.cos(ang))
+            sl = self._rows(seg, 3.0)
+            m = ramp(segment_distance(u[sl], v[sl], *seg) - 0.6, 1.0)
+            echo[sl] = blend(echo[sl], _F(look.valve_echo), m)
+            spec[sl] += m * _F(0.3)
         echo = echo * (1 - self.chest) + self.near  # chest wall, its reverberations and the clutter haze
         return Tissue(echo=echo.astype(np.float32), specular=spec, absorb=self.absorb)
 
