@@ -42,6 +42,8 @@ class Acquisition:
         float, ...
     ] = ()  # the operator's TGC sliders: gain at evenly spaced depths, skin to max
     edge_db: float = 0.0  # signal loss at the fan's edges (apodization, element directivity)
+    power_blur: float = 0.0  # Gaussian sigma (beam samples) on the envelope power: speckle averaged by a
+    # downsampled export (a 112-px EchoNet frame averages many scanner pixels), lowering speckle contrast
 
 
 def random_acquisition(rng: np.random.Generator, **overrides: float) -> Acquisition:
@@ -249,6 +251,10 @@ class BModeRenderer:
         noise = pool() if pool is not None else complex_noise(rng, self.grid.shape)
         iq += noise.astype(dt, copy=False) * self.row_noise[..., None]
         power = iq[..., 0] ** 2 + iq[..., 1] ** 2
+        if self.acq.power_blur > 0:
+            import cv2
+
+            power = cv2.GaussianBlur(power, (0, 0), sigmaX=self.acq.power_blur, sigmaY=self.acq.power_blur)
         db = 10.0 * np.log10(power + dt(1e-12))
         img = np.clip((db - (self.top_db - self.dr_db)) / self.dr_db, 0.0, 1.0)
         if self.acq.gamma != 1.0:

@@ -111,12 +111,17 @@ def fuller_case(
         angle_deg=float(rng.uniform(60.0, 90.0)),
         zoom=float(rng.uniform(1.0, 1.45)),
     )
+    # the operator sets gain so that blood sits at the black level whatever the dynamic range: myocardium comes
+    # out mid-grey, the pericardium bright (BModeRenderer: black level = 12 - gain - dynamic range, in dB)
+    dyn = float(rng.uniform(40.0, 62.0))
+    black_db = float(rng.uniform(-37.0, -27.0))
     acq = random_acquisition(
         rng,
-        gain_db=float(rng.normal(-10.0, 3.0)),  # blood black, myocardium mid-grey, pericardium bright
-        dynamic_range_db=float(rng.uniform(40.0, 62.0)),
-        noise_db=float(rng.uniform(-72.0, -56.0)),
-        gamma=float(rng.uniform(1.0, 1.5)),
+        gain_db=12.0 - (black_db + dyn),
+        dynamic_range_db=dyn,
+        noise_db=float(rng.uniform(-82.0, -64.0)),
+        gamma=float(rng.uniform(0.8, 1.3)),
+        power_blur=float(rng.uniform(0.0, 0.8)),
         axial_sigma=float(rng.uniform(0.6, 1.4)),  # speckle size drawn per case
         lateral_sigma=float(rng.uniform(0.8, 1.8)),
         tgc_nodes_db=tuple(float(v) for v in rng.normal(0.0, 2.5, 6)),
@@ -140,14 +145,14 @@ def fuller_case(
         reverb=float(rng.uniform(0.0, 0.12)),
         haze=float(10 ** rng.uniform(-2.6, -1.4)),
         haze_mm=float(rng.uniform(8.0, 25.0)),
-        myo_echo=float(rng.uniform(0.03, 0.2)),
+        myo_echo=float(rng.uniform(0.08, 0.3)),
         septum_gain=float(rng.uniform(1.3, 2.5)),
         lateral_dropout=float(rng.uniform(0.0, 0.85)),
-        aspect=float(rng.uniform(0.4, 0.85)),
+        aspect=float(rng.uniform(0.3, 0.7)),
         rv_wall_mm=float(rng.uniform(3.0, 5.0)),
         peri_echo=float(rng.uniform(1.0, 5.0)),
-        blood_echo=float(10 ** rng.uniform(-3.8, -2.9)),
-        valve_echo=float(rng.uniform(0.8, 3.0)),
+        blood_echo=float(10 ** rng.uniform(-4.3, -3.4)),
+        valve_echo=float(rng.uniform(0.25, 1.0)),
         trabeculation=float(rng.uniform(0.0, 0.35)),
         papillary=papillary,
         moderator=bool(rng.random() < 0.5),
@@ -244,7 +249,7 @@ class FullEchoPhantom:
         self.tex_haze = np.exp(0.6 * smooth_field(rng, shape, (5, 8))).astype(np.float32)
         wobble = np.clip(0.5 + 0.5 * smooth_field(rng, shape, (6, 4)), 0, 1)
         self.lateral_gain = (1 - look.lateral_dropout * wobble).astype(np.float32)
-        self.patchy = np.clip(0.55 + 0.45 * smooth_field(rng, shape, (16, 18)), 0.08, 1.3).astype(np.float32)
+        self.patchy = np.clip(0.6 + 0.4 * smooth_field(rng, shape, (16, 18)), 0.15, 1.3).astype(np.float32)
         self.peri_gain = (0.35 + 0.65 * np.clip(0.5 + 0.5 * smooth_field(rng, shape, (4, 4)), 0, 1)).astype(
             np.float32
         )
@@ -436,7 +441,7 @@ class FullEchoPhantom:
             ln = rad * self.leaflet * (1.1 if sign > 0 else 0.95)
             seg = (uu + gap * 0.5, hv, uu + gap * 0.5 - ln * math.sin(ang), hv + sign * ln * math.cos(ang))
             sl = self._rows(seg, 3.0)
-            m = ramp(segment_distance(u[sl], v[sl], *seg) - 0.6, 1.0)
+            m = ramp(segment_distance(u[sl], v[sl], *seg) - 0.4, 1.0)
             echo[sl] = blend(echo[sl], _F(look.valve_echo), m)
             spec[sl] += m * _F(0.3)
         echo = echo * (1 - self.chest) + self.near  # chest wall, its reverberations and the clutter haze
