@@ -87,7 +87,7 @@ def fuller_case(
     n_frames = max(64, int(math.ceil(2.15 * fps * 60.0 / hr)))
     if n_frames > 128:  # keep clips short: slow hearts at high frame rates get fewer frames per second
         fps = max(lo, 128 / 2.15 * hr / 60.0)
-        n_frames = max(64, int(math.ceil(2.15 * fps * 60.0 / hr)))
+        n_frames = max(64, int(math.ceil(2.15 * fps * 60.0 / hr - 1e-9)))
     bullet = float(rng.uniform(0.2, 1.0)) if rng.random() < 0.75 else 0.0
     shape = LVShape(
         kappa=case.kappa,
