@@ -406,7 +406,7 @@ class FullEchoPhantom:
         myo = myo * (1 + (self.lateral_gain - 1) * lateral) * (1 + _F(look.septum_gain - 1) * septal)
         echo = blend(echo, myo * aspect * self.patchy, wall)
         # the pericardium shows most behind the atria (the far field) and along the free walls
-        far = np.clip((u - _F(L + gap + 1.3 * la_a)) * _F(1 / (0.7 * la_a)), 0.0, 1.0)
+        far = np.clip((u - _F(L + gap + 1.55 * la_a)) * _F(1 / (0.45 * la_a)), 0.0, 1.0)
         far = np.maximum(far, _F(0.5) * lateral) + _F(0.1)
         peri = band(d_heart, 0.4, 2.0, 1.0) * far * self.peri_gain * aspect
         echo = echo + _F(look.peri_echo) * peri * self.tex_myo
