@@ -77,3 +77,18 @@ def test_console_entry_point_runs_as_a_module(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "f" / "FETAL_PLANES_DB_data.csv").is_file()
+
+
+def test_synth_echo_cli_options(tmp_path: Path, sonokit):
+    out = tmp_path / "echo"
+    done = sonokit(
+        "synth", "echo", "--out", str(out), "--n", "1", "--size", "64", "--convention", "left",
+        "--realism", "full", "--fps-min", "30", "--fps-max", "30", "--max-rotation", "2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    fl = pd.read_csv(out / "FileList.csv")
+    meta = pd.read_csv(out / "synth_meta.csv")
+    assert fl["FPS"].tolist() == [30.0] and meta["convention"].tolist() == ["left"]
+    assert abs(meta["rotation_deg"].iloc[0]) <= 2.0
+    bad = sonokit("synth", "echo", "--out", str(tmp_path / "bad"), "--n", "1", "--convention", "up")
+    assert bad.returncode == 2 and "convention" in bad.stderr and not (tmp_path / "bad").exists()

@@ -37,13 +37,17 @@ def make_dataset(
     seed: int = 0,
     size: int | None = None,
     overwrite: bool = False,
+    **options,
 ) -> Path:
-    """Write a simulated dataset of `kind` (one of KINDS) to `out`; defaults from DEFAULT_N / DEFAULT_SIZE."""
+    """Write a simulated dataset of `kind` (one of KINDS) to `out`; defaults from DEFAULT_N / DEFAULT_SIZE.
+
+    `options` go to the kind's maker (echo: realism, convention, fps_range, max_rotation_deg).
+    """
     if kind not in _MAKERS:
         raise InputError(f"unknown phantom {kind!r}; choose one of {', '.join(KINDS)}")
     n = DEFAULT_N[kind] if n is None else n
     size = DEFAULT_SIZE[kind] if size is None else size
-    return _MAKERS[kind](out, n=n, seed=seed, size=size, overwrite=overwrite)
+    return _MAKERS[kind](out, n=n, seed=seed, size=size, overwrite=overwrite, **options)
 
 
 __all__ = [

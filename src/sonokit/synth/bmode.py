@@ -38,6 +38,12 @@ class Acquisition:
     lateral_sigma: float = 1.1
     pulse_freq: float = 0.12  # residual carrier of the demodulated pulse, cycles per sample
     gamma: float = 1.0
+    tgc_nodes_db: tuple[
+        float, ...
+    ] = ()  # the operator's TGC sliders: gain at evenly spaced depths, skin to max
+    edge_db: float = 0.0  # signal loss at the fan's edges (apodization, element directivity)
+    power_blur: float = 0.0  # Gaussian sigma (beam samples) on the envelope power: speckle averaged by a
+    # downsampled export (a 112-px EchoNet frame averages many scanner pixels), lowering speckle contrast
 
 
 def random_acquisition(rng: np.random.Generator, **overrides: float) -> Acquisition:
@@ -163,8 +169,16 @@ class BModeRenderer:
         d_cm = self.grid.depth[:, 0].astype(np.float64) / 10.0
         att = 10 ** (-acq.atten_db_cm * d_cm / 20)
         tgc = 10 ** (acq.tgc_db_cm * d_cm / 20)
+        if acq.tgc_nodes_db:  # receive gain: scales signal and electronic noise alike
+            nodes = np.asarray(acq.tgc_nodes_db, dtype=np.float64)
+            pos = np.linspace(0.0, float(d_cm[-1]), len(nodes))
+            tgc = tgc * 10 ** (np.interp(d_cm, pos, nodes) / 20)
         self.row_signal = (att * tgc).astype(dtype)[:, None]
         self.row_noise = (tgc * 10 ** (acq.noise_db / 20)).astype(dtype)[:, None]
+        if acq.edge_db:  # (n_r, n_l): weaker beams towards the fan's edges
+            lat = np.linspace(-1.0, 1.0, self.grid.n_l)
+            col = 10 ** (-acq.edge_db * np.abs(lat) ** 3 / 20)
+            self.row_signal = (self.row_signal * col[None, :]).astype(dtype)
         self.top_db = 12.0 - acq.gain_db  # echogenicity-1 speckle sits at ~75 % grey
         self.dr_db = acq.dynamic_range_db
         if method == "fft":
@@ -237,6 +251,10 @@ class BModeRenderer:
         noise = pool() if pool is not None else complex_noise(rng, self.grid.shape)
         iq += noise.astype(dt, copy=False) * self.row_noise[..., None]
         power = iq[..., 0] ** 2 + iq[..., 1] ** 2
+        if self.acq.power_blur > 0:
+            import cv2
+
+            power = cv2.GaussianBlur(power, (0, 0), sigmaX=self.acq.power_blur, sigmaY=self.acq.power_blur)
         db = 10.0 * np.log10(power + dt(1e-12))
         img = np.clip((db - (self.top_db - self.dr_db)) / self.dr_db, 0.0, 1.0)
         if self.acq.gamma != 1.0:

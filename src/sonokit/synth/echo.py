@@ -5,6 +5,15 @@ case. Over the cycle the length and radius scale between end-diastole and end-sy
 is exactly 1 - EF; the apex stays put and the base descends, as in real hearts. RV, atria, septum, valves and
 pericardium surround it. Tracings are cut from the same analytic contour, so FileList's EF is Simpson's EF of
 the written tracings by construction.
+
+Two looks (`realism`): "basic" (the default) is the original geometric phantom (smooth ellipses, bright speckled
+background); "full" adds what real apical-4-chamber cines show, drawn per case in `echo_full.py`: LV outlines
+beyond ellipses (bullet shapes, smooth Fourier bumps per side, foreshortening), papillary muscles and
+trabeculation, moderator band, a dark surround with a bright pericardium, near-field clutter and reverberation,
+lateral-wall drop-out, rib and lung shadows, a TGC curve, fan-edge fall-off, per-case speckle size, sector,
+depth, zoom, a few degrees of rotation about the probe, frame rates of 20-90 fps, and either screen convention
+(LV on the right as in EchoNet, or mirrored). The LV is still self-similar over the cycle (its outline is
+scaled along and across its axis), so the written tracings' Simpson EF equals FileList's EF exactly.
 """
 
 from __future__ import annotations
@@ -34,6 +43,50 @@ KIND_ID = 1
 SPLITS = ("TRAIN", "VAL", "TEST", "TRAIN", "TRAIN", "TRAIN", "TRAIN", "TRAIN")  # 75 / 12.5 / 12.5 by case
 N_DISCS = 20
 log = get_logger(__name__)
+
+
+REALISMS = ("basic", "full")
+CONVENTIONS = ("right", "left", "both")
+
+
+@dataclass(frozen=True)
+class LVShape:
+    """LV outline over t = u / L in [0, 1] (apex to annulus) as half-widths in units of the ED radius, per side.
+
+    A blend of the truncated ellipse (`kappa`) and a bullet (round cap up to `shoulder`, then a taper towards the
+    annulus), times 1 + a sine series per side (zero at the apex and the annulus, so the annulus centre stays
+    on the axis). The whole outline scales along and across its axis over the cycle.
+    """
+
+    kappa: float
+    bullet: float = 0.0
+    shoulder: float = 0.5
+    taper: float = 0.25
+    septal: tuple[float, ...] = ()
+    lateral: tuple[float, ...] = ()
+
+    def base(self, t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        pe = np.sqrt(np.clip(1 - (t * self.kappa - 1) ** 2, 0, None))
+        if self.bullet <= 0:
+            return pe
+        s = np.clip(t / self.shoulder, 0, 1)
+        cap = np.sqrt(np.clip(1 - (1 - s) ** 2, 0, None))
+        tail = 1 - self.taper * np.clip((t - self.shoulder) / (1 - self.shoulder), 0, 1) ** 2
+        pb = np.where(t < self.shoulder, cap, tail)
+        return (1 - self.bullet) * pe + self.bullet * pb
+
+    def sides(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(septal, lateral) half-widths at t (0 outside [0, 1])."""
+        t = np.asarray(t, dtype=np.float64)
+        p = self.base(t)
+        out = []
+        for coefs in (self.septal, self.lateral):
+            bump = np.ones_like(t)
+            for k, a in enumerate(coefs, start=1):
+                bump = bump + a * np.sin(k * np.pi * t)
+            out.append(np.where((t >= 0) & (t <= 1), p * np.clip(bump, 0.7, 1.3), 0.0))
+        return out[0], out[1]
 
 
 @dataclass(frozen=True)
@@ -74,6 +127,12 @@ class EchoCase:
     acq: Acquisition
     split: str
     extra: dict = field(default_factory=dict, compare=False)
+    realism: str = "basic"
+    convention: str = "right"  # "right": LV on the image's right (EchoNet); "left": the mirror image
+    shape: LVShape | None = None  # None: the basic truncated ellipse on both sides
+    rotation_deg: float = 0.0  # rigid rotation of the anatomy about the probe (already in apex_x/z, tilt)
+    foreshortened: bool = False
+    look: object | None = None  # echo_full.EchoLook for realism "full"
 
     @property
     def name(self) -> str:
@@ -91,8 +150,67 @@ def sample_ef(rng: np.random.Generator) -> float:
     return float(rng.uniform(10.0, 80.0))
 
 
-def sample_echo_case(seed: int, index: int, size: int = 112) -> EchoCase:
-    """Draw one case's anatomy, rhythm and scanner settings (no rendering)."""
+def check_echo_options(
+    realism: str = "basic",
+    convention: str = "right",
+    fps_range: tuple[float, float] = (20.0, 90.0),
+    max_rotation_deg: float = 5.0,
+) -> None:
+    """Reject bad simulator options before any folder is created."""
+    from sonokit.errors import InputError
+
+    if realism not in REALISMS:
+        raise InputError(f"realism must be one of {', '.join(REALISMS)}, got {realism!r}")
+    if convention not in CONVENTIONS:
+        raise InputError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    lo, hi = (float(v) for v in fps_range)
+    if not (5.0 <= lo <= hi <= 240.0):
+        raise InputError(f"fps range must satisfy 5 <= min <= max <= 240, got {lo:g}-{hi:g}")
+    if not (0.0 <= float(max_rotation_deg) <= 20.0):
+        raise InputError(f"max rotation must be between 0 and 20 degrees, got {max_rotation_deg:g}")
+
+
+def sample_echo_case(
+    seed: int,
+    index: int,
+    size: int = 112,
+    realism: str = "basic",
+    convention: str = "right",
+    fps_range: tuple[float, float] = (20.0, 90.0),
+    max_rotation_deg: float = 5.0,
+) -> EchoCase:
+    """Draw one case's anatomy, rhythm and scanner settings (no rendering).
+
+    The basic draws come from the case's first random stream, so a case's EF, size and rhythm are the same in
+    both looks; realism "full" then draws its extra choices from a second stream (`echo_full.fuller_case`).
+    `convention` "both" draws the screen side per case.
+    """
+    check_echo_options(realism, convention, fps_range, max_rotation_deg)
+    case = _sample_basic(seed, index, size)
+    if realism == "full":
+        from sonokit.synth.echo_full import fuller_case
+
+        rng = case_rng(seed, KIND_ID, index, stream=1)
+        case = fuller_case(case, rng, size, fps_range=fps_range, max_rotation_deg=max_rotation_deg)
+        case = _fit_in_view(case, size)
+    if convention == "both":
+        side = "left" if case_rng(seed, KIND_ID, index, stream=2).random() < 0.5 else "right"
+    else:
+        side = convention
+    return replace(case, convention=side)
+
+
+def rotate_case(case: EchoCase, degrees: float) -> EchoCase:
+    """The same heart turned rigidly by `degrees` about the probe (positive turns the axis towards +x)."""
+    t = math.radians(degrees)
+    x = case.apex_x * math.cos(t) + case.apex_z * math.sin(t)
+    z = -case.apex_x * math.sin(t) + case.apex_z * math.cos(t)
+    return replace(
+        case, apex_x=x, apex_z=z, tilt_deg=case.tilt_deg + degrees, rotation_deg=case.rotation_deg + degrees
+    )
+
+
+def _sample_basic(seed: int, index: int, size: int = 112) -> EchoCase:
     rng = case_rng(seed, KIND_ID, index)
     ef = sample_ef(rng)
     dilation = max(0.0, (50.0 - ef) / 40.0)  # failing hearts are bigger
@@ -174,9 +292,10 @@ def _fit_in_view(case: EchoCase, size: int, margin_mm: float = 3.0) -> EchoCase:
     for _ in range(80):
         st = lv_state(case, 0.0)
         u = np.linspace(0.0, st.length, 24)
-        r = lv_half_width(st, u) + 0.5 * st.wall  # the cavity and most of its wall
+        r_sept, r_lat = lv_sides(case, st, u)
+        r_sept, r_lat = r_sept + 0.5 * st.wall, r_lat + 0.5 * st.wall  # the cavity and most of its wall
         x, z = from_local(
-            np.concatenate([u, u]), np.concatenate([-r, r]), case.apex_x, case.apex_z, case.tilt_deg
+            np.concatenate([u, u]), np.concatenate([-r_sept, r_lat]), case.apex_x, case.apex_z, case.tilt_deg
         )
         half = math.radians(case.geom.angle_deg / 2) - margin_mm / max(float(z.min()), 10.0)
         theta = np.arctan2(x, z)
@@ -266,6 +385,16 @@ def lv_half_width(state: LVState, u: np.ndarray) -> np.ndarray:
     return np.where((u >= 0) & (u <= state.length), r, 0.0)
 
 
+def lv_sides(case: EchoCase, state: LVState, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(septal, lateral) cavity half-widths (mm) at distance u from the apex: the outline that is drawn."""
+    if case.shape is None:
+        r = lv_half_width(state, u)
+        return r, r
+    u = np.asarray(u, dtype=np.float64)
+    rs, rl = case.shape.sides(u / state.length)
+    return state.radius * rs, state.radius * rl
+
+
 def lv_tracing_mm(case: EchoCase, state: LVState, n_discs: int = N_DISCS) -> np.ndarray:
     """(n+1, 4) tracing in mm (x, z): long axis apex -> annulus centre, then chords at disc centres.
 
@@ -273,11 +402,11 @@ def lv_tracing_mm(case: EchoCase, state: LVState, n_discs: int = N_DISCS) -> np.
     per column.
     """
     u = (np.arange(n_discs) + 0.5) / n_discs * state.length
-    r = lv_half_width(state, u)
+    r_sept, r_lat = lv_sides(case, state, u)
     ax0 = from_local(0.0, 0.0, case.apex_x, case.apex_z, case.tilt_deg)
     ax1 = from_local(state.length, 0.0, case.apex_x, case.apex_z, case.tilt_deg)
-    s1 = from_local(u, -r, case.apex_x, case.apex_z, case.tilt_deg)
-    s2 = from_local(u, r, case.apex_x, case.apex_z, case.tilt_deg)
+    s1 = from_local(u, -r_sept, case.apex_x, case.apex_z, case.tilt_deg)
+    s2 = from_local(u, r_lat, case.apex_x, case.apex_z, case.tilt_deg)
     rows = [np.array([ax0[0], ax0[1], ax1[0], ax1[1]])]
     rows += [np.array([s1[0][i], s1[1][i], s2[0][i], s2[1][i]]) for i in range(n_discs)]
     return np.asarray(rows)
@@ -433,7 +562,12 @@ def render_echo(case: EchoCase, size: int = 112) -> EchoClip:
     """Render the cine and cut the ED / ES tracings from the analytic contour."""
     rng = np.random.default_rng(case.extra["noise_seed"])
     renderer = BModeRenderer(case.geom, case.acq, size)
-    phantom = EchoPhantom(case, renderer.grid, rng)
+    if case.look is None:
+        phantom = EchoPhantom(case, renderer.grid, rng)
+    else:
+        from sonokit.synth.echo_full import FullEchoPhantom
+
+        phantom = FullEchoPhantom(case, renderer.grid, rng)
     phases = frame_phases(case)
     ed, es, c = traced_frames(case)
     opening = mitral_opening(phases, case.systole)
@@ -452,7 +586,11 @@ def render_echo(case: EchoCase, size: int = 112) -> EchoClip:
         mm = lv_tracing_mm(case, lv_state(case, float(c[f])))
         x1, y1 = frame.to_px(mm[:, 0], mm[:, 1])
         x2, y2 = frame.to_px(mm[:, 2], mm[:, 3])
+        if case.convention == "left":  # the mirror image: labels flip with the pixels
+            x1, x2 = (size - 1) - x1, (size - 1) - x2
         tracings[f] = np.round(np.stack([x1, y1, x2, y2], axis=1), 4)
+    if case.convention == "left":
+        frames = np.ascontiguousarray(frames[:, :, ::-1])
     from sonokit.clinical import volume_from_tracing
 
     for f, tr in tracings.items():
@@ -507,25 +645,44 @@ def write_echo_case(root: Path, clip: EchoClip) -> tuple[dict, list[dict], dict]
         "sector_deg": round(case.geom.angle_deg, 2),
         "gain_db": round(case.acq.gain_db, 2),
         "dynamic_range_db": round(case.acq.dynamic_range_db, 2),
+        "realism": case.realism,
+        "convention": case.convention,
+        "rotation_deg": round(case.rotation_deg, 2),
+        "foreshortened": int(case.foreshortened),
+        "zoom": round(case.geom.zoom, 3),
     }
     return row, traces, meta
 
 
 def make_echo_dataset(
-    out: str | Path, n: int = 16, seed: int = 0, size: int = 112, overwrite: bool = False
+    out: str | Path,
+    n: int = 16,
+    seed: int = 0,
+    size: int = 112,
+    overwrite: bool = False,
+    realism: str = "basic",
+    convention: str = "right",
+    fps_range: tuple[float, float] = (20.0, 90.0),
+    max_rotation_deg: float = 5.0,
 ) -> Path:
     """Write an EchoNet-Dynamic folder of `n` simulated apical-4-chamber cines; returns the folder.
 
     Videos/<name>.avi (MJPG, size x size, 3 channels), FileList.csv, VolumeTracings.csv (ES then ED, 21 rows
     each) and synth_meta.csv (simulation parameters such as mm_per_px, for checks; not part of EchoNet).
+    `realism` "basic" (default) or "full", `convention` "right" (LV on the right, EchoNet), "left" or "both"
+    (drawn per case); `fps_range` and `max_rotation_deg` apply to "full".
     """
     import pandas as pd
 
     check_args(n, size, seed)
+    check_echo_options(realism, convention, fps_range, max_rotation_deg)
+    opts = dict(
+        realism=realism, convention=convention, fps_range=fps_range, max_rotation_deg=max_rotation_deg
+    )
     with atomic_dir(out, overwrite) as tmp:
         rows, traces, metas = [], [], []
         for i in progress(range(int(n)), desc="synth echo", total=int(n), unit="video"):
-            clip = render_echo(sample_echo_case(seed, i, size), size)
+            clip = render_echo(sample_echo_case(seed, i, size, **opts), size)
             row, trace, meta = write_echo_case(tmp, clip)
             rows.append(row)
             traces.extend(trace)
