@@ -161,9 +161,15 @@ def _distances(models, files: list[Path]) -> dict[str, tuple[np.ndarray, np.ndar
     from sonokit.echo.predict import measure_lv, video_ef
     from sonokit.uncertainty.applicability import score_set
 
+    from sonokit.errors import InputError
+
     out = {m.key: ([], []) for m in models}
     for f in files:
-        study = load_study(f, {m.run.cfg.size for m in models})
+        try:
+            study = load_study(f, {m.run.cfg.size for m in models})
+        except InputError as err:  # refused before any model runs (e.g. a multi-pane screen): not scored
+            print(f"refused {f.name}: {str(err).splitlines()[0]}")
+            continue
         for m in models:
             cine = study.prepared[m.run.cfg.size]
             v = video_ef(m, cine) if m.role == "video" else measure_lv(m, cine)

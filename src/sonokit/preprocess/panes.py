@@ -11,7 +11,10 @@ Three cues, tried in order:
 2. `gutter`: the changing (or, in a still, bright) pixels form two or more large separate regions of similar
    size along one axis, such as two fans with a dark gutter between them.
 3. `repeat`: the fine texture (speckle) repeats at a shift of about 1/k of the frame: the same clip shown k
-   times (raw + overlay, or a recoloured copy). Speckle of one image never matches itself at such a shift.
+   times (raw + overlay, or a recoloured copy). Speckle of one image never matches itself at such a shift
+   across the beam. Along depth it can: reverberation (a lung's A-lines) repeats the pleura at multiples of its
+   depth, fainter each time. So a repeat down the screen counts only when it is near-exact and as bright as
+   the first copy.
 
 Two different views that touch with no gutter and no header regions are not detected.
 """
@@ -42,6 +45,10 @@ _STD_THRESHOLD = 1.0
 _SHAPE_IOU = 0.6
 # Repeating panes span at least this fraction of the frame across the repeat axis.
 _MIN_ACROSS = 0.4
+# Stacked copies (repeat along depth) must match this well and keep this share of the first copy's brightness:
+# reverberation artefacts (A-lines) repeat at 0.6-0.7 and fade with depth (simulated lung: 107 -> 59 grey).
+_REPEAT_CORR_DEPTH = 0.8
+_MIN_DEPTH_BRIGHTNESS = 0.8
 
 
 @dataclass(frozen=True)
@@ -281,7 +288,7 @@ def _repeat(colour: np.ndarray, mask: np.ndarray) -> tuple[list[Box], str] | Non
         if o_hi - o_lo < _MIN_ACROSS * other:  # a header bar or a thin strip, not a row of images
             continue
         s, r = repeat_shift(tex, axis)
-        if r < _REPEAT_CORR or s <= 0:
+        if r < (_REPEAT_CORR if axis == 2 else _REPEAT_CORR_DEPTH) or s <= 0:
             continue
         k = max(2, int(round((hi - lo) / s)))
         width = min(s, hi - lo - (k - 1) * s)  # each pane's content: the last one ends where the signal does
@@ -290,6 +297,9 @@ def _repeat(colour: np.ndarray, mask: np.ndarray) -> tuple[list[Box], str] | Non
         spans = [(lo + i * s, lo + i * s + width) for i in range(k)]
         if axis == 2:
             return [(a, 0, b, h) for a, b in spans], "x"
+        level = [float(colour[:, a:b].mean()) for a, b in spans]
+        if min(level[1:]) < _MIN_DEPTH_BRIGHTNESS * level[0]:  # fading copies: reverberation, not panes
+            continue
         return [(0, a, w, b) for a, b in spans], "y"
     return None
 
