@@ -57,6 +57,15 @@ class LVOptions(TaskOptions):
     area_plots: int = Field(4, ge=0, description="LV area curves plotted per evaluated split")
 
 
+class LVTraceOptions(LVOptions):
+    volume_loss: float = Field(
+        1.0,
+        ge=0.0,
+        description="weight of |log V_pred - log V_true| (Simpson's volume of the predicted and the expert "
+        "tracing, in torch) added to the coordinate loss; 0 turns it off",
+    )
+
+
 def _join(values: Sequence[Any], fmt: str = "{}") -> str:
     return ";".join(fmt.format(v) for v in values)
 
@@ -504,6 +513,8 @@ class LVTraceTask(LVTask):
     kind = "keypoints"
     monitor = ("point_error", "min")
     target = "lines"
+    Options = LVTraceOptions
+    opts: LVTraceOptions
     intended_use = (
         "Research: trace the LV (long axis and 20 chords, EchoNet layout) on apical four-chamber echo frames; "
         "Simpson volumes, ED/ES and EF per beat. Trained on the data set named in this card; not for clinical use."
@@ -520,7 +531,13 @@ class LVTraceTask(LVTask):
         "lr": 0.001,
         "weight_decay": 0.0001,
         "patience": 10,
-        "options": {"cine_eval": ["test"], "thresholds": "default", "augment_strength": 1.0, "area_plots": 4},
+        "options": {
+            "cine_eval": ["test"],
+            "thresholds": "default",
+            "augment_strength": 1.0,
+            "area_plots": 4,
+            "volume_loss": 1.0,
+        },
     }
 
     def __init__(self, cfg) -> None:
@@ -568,8 +585,19 @@ class LVTraceTask(LVTask):
         return model
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Smooth L1 on the 84 normalised coordinates, plus (`volume_loss`) the absolute log ratio of the
+        Simpson volumes of predicted and true tracing: the coordinate loss alone lets ED and ES shapes drift
+        towards the mean shape, which a small point error hides but the EF (a volume ratio) does not."""
+        from sonokit.echo.tracing import simpson_volume_torch
+
         h = batch["has_target"].bool()
-        return nn.functional.smooth_l1_loss(outputs[h].float(), batch["y"][h].float(), beta=0.02)
+        pred, true = outputs[h].float(), batch["y"][h].float()
+        loss = nn.functional.smooth_l1_loss(pred, true, beta=0.02)
+        if self.opts.volume_loss > 0 and len(pred):
+            v_pred = simpson_volume_torch(pred.reshape(-1, 21, 4)).clamp_min(1e-6)
+            v_true = simpson_volume_torch(true.reshape(-1, 21, 4)).clamp_min(1e-6)
+            loss = loss + self.opts.volume_loss * (v_pred.log() - v_true.log()).abs().mean()
+        return loss
 
     def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
         return {
