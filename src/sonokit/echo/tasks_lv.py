@@ -61,9 +61,16 @@ class LVTraceOptions(LVOptions):
     volume_loss: float = Field(
         1.0,
         ge=0.0,
-        description="weight of |log V_pred - log V_true| (Simpson's volume of the predicted and the expert "
+        description="weight of |V_pred / V_true - 1| (Simpson's volume of the predicted and the expert "
         "tracing, in torch) added to the coordinate loss; 0 turns it off",
     )
+    heatmap_loss: float = Field(
+        0.01,
+        ge=0.0,
+        description="landmark models (unet-points): weight of the cross-entropy between each point's softmax "
+        "map and a Gaussian (heatmap_sigma pixels) at the true point; 0 trains on coordinates alone",
+    )
+    heatmap_sigma: float = Field(2.0, gt=0.0, description="pixels of the model input")
 
 
 def _join(values: Sequence[Any], fmt: str = "{}") -> str:
@@ -565,8 +572,16 @@ class LVTraceTask(LVTask):
         return float(self.cfg.size)
 
     def build_model(self, load_init_weights: bool = True) -> nn.Module:
+        from sonokit.echo.seg_models import POINT_MODELS, create_point_model
         from sonokit.models import create
 
+        if self.cfg.model in POINT_MODELS:
+            model = create_point_model(self.cfg.model, in_chans=self.cfg.channels, points=42)
+            if load_init_weights and self.cfg.weights:
+                from sonokit.models import load_weights
+
+                load_weights(model, self.cfg.weights)
+            return model
         model = create(
             self.cfg.model,
             num_classes=84,
@@ -584,22 +599,34 @@ class LVTraceTask(LVTask):
                 last.weight.mul_(0.1)
         return model
 
-    def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        """Smooth L1 on the 84 normalised coordinates, plus (`volume_loss`) the absolute log ratio of the
-        Simpson volumes of predicted and true tracing: the coordinate loss alone lets ED and ES shapes drift
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> Any:
+        """Coordinates (B, 84); a landmark model in training also gives its maps, for the heatmap loss."""
+        net = getattr(model, "module", model)
+        if model.training and getattr(net, "points", None) and self.opts.heatmap_loss > 0:
+            mean, std = self.cfg.channel_stats()
+            return model(normalise_batch(batch["x"], mean, std), maps=True)
+        return super().forward(model, batch)
+
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """Smooth L1 on the 84 normalised coordinates, plus (`volume_loss`) the relative error of the Simpson
+        volume of the predicted tracing, |V_pred / V_true - 1| (bounded gradients, also for a collapsed outline): the coordinate loss alone lets ED and ES shapes drift
         towards the mean shape, which a small point error hides but the EF (a volume ratio) does not."""
         from sonokit.echo.tracing import simpson_volume_torch
 
+        outputs, log_prob = outputs if isinstance(outputs, tuple) else (outputs, None)
         h = batch["has_target"].bool()
         pred, true = outputs[h].float(), batch["y"][h].float()
         loss = nn.functional.smooth_l1_loss(pred, true, beta=0.02)
+        if log_prob is not None and len(pred):
+            loss = loss + self.opts.heatmap_loss * _gaussian_ce(log_prob[h], true, self.opts.heatmap_sigma)
         if self.opts.volume_loss > 0 and len(pred):
-            v_pred = simpson_volume_torch(pred.reshape(-1, 21, 4)).clamp_min(1e-6)
+            v_pred = simpson_volume_torch(pred.reshape(-1, 21, 4))
             v_true = simpson_volume_torch(true.reshape(-1, 21, 4)).clamp_min(1e-6)
-            loss = loss + self.opts.volume_loss * (v_pred.log() - v_true.log()).abs().mean()
+            loss = loss + self.opts.volume_loss * (v_pred / v_true - 1.0).abs().mean()
         return loss
 
-    def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    def collect(self, outputs: Any, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        outputs = outputs[0] if isinstance(outputs, tuple) else outputs
         return {
             "index": batch["index"].detach().cpu().numpy(),
             "pred_lines": outputs.detach().float().cpu().numpy(),
@@ -645,3 +672,17 @@ def _ef_or_nan(edv: float, esv: float) -> float:
         if np.isfinite(edv) and np.isfinite(esv) and edv > 0 and esv >= 0
         else np.nan
     )
+
+
+def _gaussian_ce(log_prob: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Cross-entropy of (B, K, H, W) log-probability maps against normalised Gaussians at the (B, 2K) points
+    (x, y in units of the side), averaged over maps."""
+    b, k, h, w = log_prob.shape
+    pts = points.reshape(b, k, 2)
+    xs = torch.arange(w, device=log_prob.device, dtype=log_prob.dtype)
+    ys = torch.arange(h, device=log_prob.device, dtype=log_prob.dtype)
+    gx = torch.exp(-((xs - pts[..., :1] * w) ** 2) / (2 * sigma**2))  # (B, K, W)
+    gy = torch.exp(-((ys - pts[..., 1:] * h) ** 2) / (2 * sigma**2))  # (B, K, H)
+    g = gy[..., :, None] * gx[..., None, :]
+    g = g / g.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return -(g * log_prob).sum(dim=(-2, -1)).mean()
