@@ -64,6 +64,13 @@ class LVTraceOptions(LVOptions):
         description="weight of |V_pred / V_true - 1| (Simpson's volume of the predicted and the expert "
         "tracing, in torch) added to the coordinate loss; 0 turns it off",
     )
+    volume_warmup: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="fraction of the epochs trained on the coordinates alone before the volume loss ramps in "
+        "(linearly, over a tenth of the epochs): from the start it stalls the coordinate regression",
+    )
     heatmap_loss: float = Field(
         0.01,
         ge=0.0,
@@ -148,7 +155,7 @@ class LVTask(Task):
             count_cine_frames(path)
 
     def build_dataset(self, df: pd.DataFrame, train: bool) -> FrameDataset:
-        return FrameDataset(
+        ds = FrameDataset(
             df,
             self.cfg.size,
             self.cfg.channels,
@@ -158,6 +165,9 @@ class LVTask(Task):
             augment_strength=self.opts.augment_strength,
             store=self.store,
         )
+        if train:
+            self.train_dataset = ds  # its epoch (set by the engine) schedules lv-trace's volume loss
+        return ds
 
     def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
         info = super().describe_data(index, items)
@@ -518,7 +528,7 @@ class LVSegTask(LVTask):
 class LVTraceTask(LVTask):
     name = "lv-trace"
     kind = "keypoints"
-    monitor = ("point_error", "min")
+    monitor = ("mae", "min")  # val EF MAE: a small point error can hide ED and ES outlines drawn alike
     target = "lines"
     Options = LVTraceOptions
     opts: LVTraceOptions
@@ -537,13 +547,14 @@ class LVTraceTask(LVTask):
         "batch_size": 16,
         "lr": 0.001,
         "weight_decay": 0.0001,
-        "patience": 10,
+        "patience": 0,
         "options": {
             "cine_eval": ["test"],
             "thresholds": "default",
             "augment_strength": 1.0,
             "area_plots": 4,
             "volume_loss": 1.0,
+            "volume_warmup": 0.5,
         },
     }
 
@@ -619,11 +630,22 @@ class LVTraceTask(LVTask):
         loss = nn.functional.smooth_l1_loss(pred, true, beta=0.02)
         if log_prob is not None and len(pred):
             loss = loss + self.opts.heatmap_loss * _gaussian_ce(log_prob[h], true, self.opts.heatmap_sigma)
-        if self.opts.volume_loss > 0 and len(pred):
+        weight = self.opts.volume_loss * self._volume_ramp()
+        if weight > 0 and len(pred):
             v_pred = simpson_volume_torch(pred.reshape(-1, 21, 4))
             v_true = simpson_volume_torch(true.reshape(-1, 21, 4)).clamp_min(1e-6)
-            loss = loss + self.opts.volume_loss * (v_pred / v_true - 1.0).abs().mean()
+            loss = loss + weight * (v_pred / v_true - 1.0).abs().mean()
         return loss
+
+    def _volume_ramp(self) -> float:
+        """0 during the first `volume_warmup` of the epochs, then up to 1 over a tenth of them (1 before a
+        training dataset exists)."""
+        ds = getattr(self, "train_dataset", None)
+        if ds is None or self.opts.volume_warmup <= 0:
+            return 1.0
+        epochs = max(int(self.cfg.epochs), 1)
+        start, ramp = self.opts.volume_warmup * epochs, max(0.1 * epochs, 1.0)
+        return float(np.clip((ds.epoch + 1 - start) / ramp, 0.0, 1.0))
 
     def collect(self, outputs: Any, batch: dict[str, Any]) -> dict[str, np.ndarray]:
         outputs = outputs[0] if isinstance(outputs, tuple) else outputs
