@@ -65,7 +65,7 @@ class LVTraceOptions(LVOptions):
         "tracing, in torch) added to the coordinate loss; 0 turns it off",
     )
     volume_warmup: float = Field(
-        0.5,
+        0.2,
         ge=0.0,
         le=1.0,
         description="fraction of the epochs trained on the coordinates alone before the volume loss ramps in "
@@ -545,7 +545,7 @@ class LVTraceTask(LVTask):
         "std": [0.19],
         "epochs": 40,
         "batch_size": 16,
-        "lr": 0.001,
+        "lr": 0.002,
         "weight_decay": 0.0001,
         "patience": 0,
         "options": {
@@ -554,7 +554,7 @@ class LVTraceTask(LVTask):
             "augment_strength": 1.0,
             "area_plots": 4,
             "volume_loss": 1.0,
-            "volume_warmup": 0.5,
+            "volume_warmup": 0.2,
         },
     }
 
