@@ -13,7 +13,7 @@ from sonokit.clinical import rasterize_tracing, volume_from_mask, volume_from_tr
 from sonokit.echo.data import clip_starts, take_clip
 from sonokit.echo.evaluate import class_agreement, dice, nearest_error
 from sonokit.echo.frames import PreparedCine, compact, prepare_frames, to_channels
-from sonokit.echo.tracing import canonical_tracing, tracing_area, tracing_errors
+from sonokit.echo.tracing import canonical_tracing, simpson_volume_torch, tracing_area, tracing_errors
 from sonokit.preprocess import CropTransform
 
 
@@ -57,6 +57,88 @@ def test_tracing_errors_and_area_have_known_values() -> None:
     assert tracing_errors(wider, true)["chord_length_error"] > 2.0
     # the chord-end polygon of an ellipse: close to pi a b
     assert tracing_area(true) == pytest.approx(math.pi * 30 * 14, rel=0.02)
+
+
+def test_torch_simpson_volume_equals_clinical_simpson_on_simulated_tracings(tmp_path) -> None:
+    """The lv-trace volume loss computes Simpson's volume in torch: it must be clinical.simpson's number on real
+    tracings (both ED and ES of simulated cines, as written and in the model's canonical, normalised order), with
+    a finite gradient, and the loss must be zero for a perfect prediction and grow with a volume error."""
+    from sonokit.data.echonet import read_echonet
+    from sonokit.synth import make_echo_dataset
+    from sonokit.tasks import get_task
+    from sonokit.train.config import resolve_config
+
+    root = make_echo_dataset(tmp_path / "echo", n=2, seed=5)
+    traced = [lines for frames in read_echonet(root).tracings.values() for lines in frames.values()]
+    assert len(traced) == 4
+    written = torch.tensor(np.stack(traced), dtype=torch.float64, requires_grad=True)
+    volumes = simpson_volume_torch(written)
+    assert volumes.shape == (4,)
+    for v, lines in zip(volumes.tolist(), traced, strict=True):
+        assert v == pytest.approx(volume_from_tracing(lines), rel=1e-9)
+        canon = torch.tensor(canonical_tracing(lines) / 112.0)
+        assert float(simpson_volume_torch(canon)) * 112.0**3 == pytest.approx(
+            volume_from_tracing(lines), rel=1e-9
+        )
+    volumes.sum().backward()
+    assert torch.isfinite(written.grad).all() and written.grad.abs().sum() > 0
+    point = written.detach().clone()
+    point[0, 3, :2] = point[0, 3, 2:]  # a zero-length chord: still a finite gradient
+    point.requires_grad_(True)
+    simpson_volume_torch(point).sum().backward()
+    assert torch.isfinite(point.grad).all()
+
+    task_cls = get_task("lv-trace")
+    task = task_cls(
+        resolve_config("lv-trace", overrides={"data": str(root)}, task_defaults=task_cls.defaults)
+    )
+    assert task.opts.volume_loss > 0  # the default
+    y = torch.tensor(
+        np.stack([canonical_tracing(t).reshape(-1) / 112.0 for t in traced]), dtype=torch.float32
+    )
+    batch = {"y": y, "has_target": torch.ones(4, dtype=torch.bool)}
+    assert float(task.loss(y.clone(), batch)) == pytest.approx(0.0, abs=1e-7)
+    wide = y.reshape(4, 21, 4).clone()
+    centre = (wide[:, 1:, :2] + wide[:, 1:, 2:]) / 2
+    wide[:, 1:, :2] = centre + 1.1 * (wide[:, 1:, :2] - centre)  # chords 10 % wider: volume x 1.21
+    wide[:, 1:, 2:] = centre + 1.1 * (wide[:, 1:, 2:] - centre)
+    wide = wide.reshape(4, -1).requires_grad_(True)
+    loss = task.loss(wide, batch)
+    task.opts.volume_loss = 0.0
+    coords_only = float(task.loss(wide.detach(), batch))
+    assert float(loss.detach()) - coords_only == pytest.approx(0.21, rel=1e-3)  # relative volume error
+    loss.backward()
+    assert torch.isfinite(wide.grad).all()
+
+
+def test_soft_argmax_points_give_the_peak_and_train_with_the_heatmap_loss() -> None:
+    """unet-points: each map's expected position is its point, in the units lv-trace regresses (pixel / side),
+    and the task's loss (coordinates + heatmap + volume) is finite with finite gradients."""
+    from sonokit.echo.seg_models import SoftArgmaxPoints, create_point_model
+    from sonokit.echo.tasks_lv import _gaussian_ce
+
+    class Peaks(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.full((1, 2, 32, 32), -50.0)
+            logits[0, 0, 5, 20] = 50.0  # y 5, x 20
+            logits[0, 1, 31, 0] = 50.0
+            return logits
+
+    coords = SoftArgmaxPoints(Peaks(), 2, "peaks")(torch.zeros(1, 1, 32, 32))
+    assert torch.allclose(coords, torch.tensor([[20 / 32, 5 / 32, 0.0, 31 / 32]]), atol=1e-6)
+    flat = torch.full((1, 1, 32, 32), -math.log(32 * 32))
+    grid = -((torch.arange(32.0) - 16) ** 2)[None, :] - ((torch.arange(32.0) - 8) ** 2)[:, None]
+    near = torch.log_softmax(grid.reshape(1, 1, -1) / 2, dim=-1).reshape(1, 1, 32, 32)  # peaked at x 16, y 8
+    target = torch.tensor([[0.5, 0.25]])
+    assert float(_gaussian_ce(near, target, 1.0)) < float(_gaussian_ce(flat, target, 1.0))
+
+    model = create_point_model("unet-tiny-points", in_chans=1, points=42).train()
+    out, log_prob = model(torch.rand(2, 1, 32, 32), maps=True)
+    assert out.shape == (2, 84) and log_prob.shape == (2, 42, 32, 32) and ((out >= 0) & (out < 1)).all()
+    y = torch.rand(2, 84) * 0.5 + 0.25
+    loss = _gaussian_ce(log_prob, y, 2.0) + torch.nn.functional.smooth_l1_loss(out, y)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_prepare_frames_keeps_model_size_cines_and_crops_others() -> None:

@@ -146,3 +146,52 @@ def lraspp(in_chans: int = 3, **kw: object) -> nn.Module:
 def deeplabv3_resnet50(in_chans: int = 3, **kw: object) -> nn.Module:
     """EchoNet-Dynamic's segmentation network (slow on a CPU; use it with EchoNet's weights)."""
     return TorchvisionSeg("deeplabv3_resnet50", in_chans)
+
+
+# ---------------------------------------------------------------------------------------------- landmark networks
+
+POINT_MODELS = ("unet-points", "unet-tiny-points")
+
+
+class SoftArgmaxPoints(nn.Module):
+    """Landmarks as the expected position of a spatial softmax (soft-argmax, DSNT-style) over a network's maps.
+
+    A fully convolutional net (the U-Net) gives one logit map per point; the softmax over each map's pixels
+    is a probability of where the point lies and its mean is the point: (B, 2 * points) as x, y pairs in units
+    of the input side (pixel index / side, the normalised coordinates lv-trace regresses). Being
+    translation-equivariant, it does not have to learn absolute position from a globally pooled feature
+    vector, as a classifier backbone with a regression head does. `maps=True` also returns the log-probability
+    maps, for a loss that pulls each map towards a small Gaussian at its point (dense supervision, so it
+    learns in a few epochs like the segmentation U-Net).
+    """
+
+    def __init__(self, net: nn.Module, points: int, name: str) -> None:
+        super().__init__()
+        self.net = net
+        self.points = points
+        self.spec = {**getattr(net, "spec", {}), "name": name, "points": points}
+
+    def forward(
+        self, x: torch.Tensor, maps: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2 * points) coordinates; with `maps`, also the (B, points, H, W) log-probability maps."""
+        logits = self.net(x).float()
+        b, k, h, w = logits.shape
+        log_prob = torch.log_softmax(logits.reshape(b, k, h * w), dim=-1).reshape(b, k, h, w)
+        prob = log_prob.exp()
+        xs = torch.arange(w, device=x.device, dtype=prob.dtype) / w
+        ys = torch.arange(h, device=x.device, dtype=prob.dtype) / h
+        px = (prob.sum(dim=2) * xs).sum(dim=-1)
+        py = (prob.sum(dim=3) * ys).sum(dim=-1)
+        coords = torch.stack([px, py], dim=-1).reshape(b, 2 * k)
+        return (coords, log_prob) if maps else coords
+
+
+def create_point_model(name: str, in_chans: int = 3, points: int = 42) -> nn.Module:
+    """`unet-points` / `unet-tiny-points`: the lv-seg U-Nets with one soft-argmax map per tracing point."""
+    from sonokit.errors import ModelError
+
+    if name not in POINT_MODELS:
+        raise ModelError(f"unknown landmark model {name!r}; choose one of {', '.join(POINT_MODELS)}")
+    base = name.removesuffix("-points")
+    return SoftArgmaxPoints(create_seg_model(base, in_chans, num_classes=points), points, name)

@@ -57,6 +57,29 @@ class LVOptions(TaskOptions):
     area_plots: int = Field(4, ge=0, description="LV area curves plotted per evaluated split")
 
 
+class LVTraceOptions(LVOptions):
+    volume_loss: float = Field(
+        1.0,
+        ge=0.0,
+        description="weight of |V_pred / V_true - 1| (Simpson's volume of the predicted and the expert "
+        "tracing, in torch) added to the coordinate loss; 0 turns it off",
+    )
+    volume_warmup: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="fraction of the epochs trained on the coordinates alone before the volume loss ramps in "
+        "(linearly, over a tenth of the epochs): from the start it stalls the coordinate regression",
+    )
+    heatmap_loss: float = Field(
+        0.01,
+        ge=0.0,
+        description="landmark models (unet-points): weight of the cross-entropy between each point's softmax "
+        "map and a Gaussian (heatmap_sigma pixels) at the true point; 0 trains on coordinates alone",
+    )
+    heatmap_sigma: float = Field(2.0, gt=0.0, description="pixels of the model input")
+
+
 def _join(values: Sequence[Any], fmt: str = "{}") -> str:
     return ";".join(fmt.format(v) for v in values)
 
@@ -132,7 +155,7 @@ class LVTask(Task):
             count_cine_frames(path)
 
     def build_dataset(self, df: pd.DataFrame, train: bool) -> FrameDataset:
-        return FrameDataset(
+        ds = FrameDataset(
             df,
             self.cfg.size,
             self.cfg.channels,
@@ -142,6 +165,9 @@ class LVTask(Task):
             augment_strength=self.opts.augment_strength,
             store=self.store,
         )
+        if train:
+            self.train_dataset = ds  # its epoch (set by the engine) schedules lv-trace's volume loss
+        return ds
 
     def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
         info = super().describe_data(index, items)
@@ -502,8 +528,10 @@ class LVSegTask(LVTask):
 class LVTraceTask(LVTask):
     name = "lv-trace"
     kind = "keypoints"
-    monitor = ("point_error", "min")
+    monitor = ("mae", "min")  # val EF MAE: a small point error can hide ED and ES outlines drawn alike
     target = "lines"
+    Options = LVTraceOptions
+    opts: LVTraceOptions
     intended_use = (
         "Research: trace the LV (long axis and 20 chords, EchoNet layout) on apical four-chamber echo frames; "
         "Simpson volumes, ED/ES and EF per beat. Trained on the data set named in this card; not for clinical use."
@@ -517,10 +545,17 @@ class LVTraceTask(LVTask):
         "std": [0.19],
         "epochs": 40,
         "batch_size": 16,
-        "lr": 0.001,
+        "lr": 0.002,
         "weight_decay": 0.0001,
-        "patience": 10,
-        "options": {"cine_eval": ["test"], "thresholds": "default", "augment_strength": 1.0, "area_plots": 4},
+        "patience": 0,
+        "options": {
+            "cine_eval": ["test"],
+            "thresholds": "default",
+            "augment_strength": 1.0,
+            "area_plots": 4,
+            "volume_loss": 1.0,
+            "volume_warmup": 0.2,
+        },
     }
 
     def __init__(self, cfg) -> None:
@@ -548,8 +583,16 @@ class LVTraceTask(LVTask):
         return float(self.cfg.size)
 
     def build_model(self, load_init_weights: bool = True) -> nn.Module:
+        from sonokit.echo.seg_models import POINT_MODELS, create_point_model
         from sonokit.models import create
 
+        if self.cfg.model in POINT_MODELS:
+            model = create_point_model(self.cfg.model, in_chans=self.cfg.channels, points=42)
+            if load_init_weights and self.cfg.weights:
+                from sonokit.models import load_weights
+
+                load_weights(model, self.cfg.weights)
+            return model
         model = create(
             self.cfg.model,
             num_classes=84,
@@ -567,11 +610,45 @@ class LVTraceTask(LVTask):
                 last.weight.mul_(0.1)
         return model
 
-    def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        h = batch["has_target"].bool()
-        return nn.functional.smooth_l1_loss(outputs[h].float(), batch["y"][h].float(), beta=0.02)
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> Any:
+        """Coordinates (B, 84); a landmark model in training also gives its maps, for the heatmap loss."""
+        net = getattr(model, "module", model)
+        if model.training and getattr(net, "points", None) and self.opts.heatmap_loss > 0:
+            mean, std = self.cfg.channel_stats()
+            return model(normalise_batch(batch["x"], mean, std), maps=True)
+        return super().forward(model, batch)
 
-    def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """Smooth L1 on the 84 normalised coordinates, plus (`volume_loss`) the relative error of the Simpson
+        volume of the predicted tracing, |V_pred / V_true - 1| (bounded gradients, also for a collapsed outline): the coordinate loss alone lets ED and ES shapes drift
+        towards the mean shape, which a small point error hides but the EF (a volume ratio) does not."""
+        from sonokit.echo.tracing import simpson_volume_torch
+
+        outputs, log_prob = outputs if isinstance(outputs, tuple) else (outputs, None)
+        h = batch["has_target"].bool()
+        pred, true = outputs[h].float(), batch["y"][h].float()
+        loss = nn.functional.smooth_l1_loss(pred, true, beta=0.02)
+        if log_prob is not None and len(pred):
+            loss = loss + self.opts.heatmap_loss * _gaussian_ce(log_prob[h], true, self.opts.heatmap_sigma)
+        weight = self.opts.volume_loss * self._volume_ramp()
+        if weight > 0 and len(pred):
+            v_pred = simpson_volume_torch(pred.reshape(-1, 21, 4))
+            v_true = simpson_volume_torch(true.reshape(-1, 21, 4)).clamp_min(1e-6)
+            loss = loss + weight * (v_pred / v_true - 1.0).abs().mean()
+        return loss
+
+    def _volume_ramp(self) -> float:
+        """0 during the first `volume_warmup` of the epochs, then up to 1 over a tenth of them (1 before a
+        training dataset exists)."""
+        ds = getattr(self, "train_dataset", None)
+        if ds is None or self.opts.volume_warmup <= 0:
+            return 1.0
+        epochs = max(int(self.cfg.epochs), 1)
+        start, ramp = self.opts.volume_warmup * epochs, max(0.1 * epochs, 1.0)
+        return float(np.clip((ds.epoch + 1 - start) / ramp, 0.0, 1.0))
+
+    def collect(self, outputs: Any, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        outputs = outputs[0] if isinstance(outputs, tuple) else outputs
         return {
             "index": batch["index"].detach().cpu().numpy(),
             "pred_lines": outputs.detach().float().cpu().numpy(),
@@ -617,3 +694,17 @@ def _ef_or_nan(edv: float, esv: float) -> float:
         if np.isfinite(edv) and np.isfinite(esv) and edv > 0 and esv >= 0
         else np.nan
     )
+
+
+def _gaussian_ce(log_prob: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Cross-entropy of (B, K, H, W) log-probability maps against normalised Gaussians at the (B, 2K) points
+    (x, y in units of the side), averaged over maps."""
+    b, k, h, w = log_prob.shape
+    pts = points.reshape(b, k, 2)
+    xs = torch.arange(w, device=log_prob.device, dtype=log_prob.dtype)
+    ys = torch.arange(h, device=log_prob.device, dtype=log_prob.dtype)
+    gx = torch.exp(-((xs - pts[..., :1] * w) ** 2) / (2 * sigma**2))  # (B, K, W)
+    gy = torch.exp(-((ys - pts[..., 1:] * h) ** 2) / (2 * sigma**2))  # (B, K, H)
+    g = gy[..., :, None] * gx[..., None, :]
+    g = g / g.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return -(g * log_prob).sum(dim=(-2, -1)).mean()

@@ -8,6 +8,8 @@ the same side of the axis. Errors between tracings are measured on canonical for
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sonokit.clinical import tracing_polygon
@@ -63,3 +65,16 @@ def tracing_errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
         "chord_length_error": float(np.mean(np.abs(len_p[1:] - len_t[1:]))),
         "axis_length_error": float(abs(len_p[0] - len_t[0])),
     }
+
+
+def simpson_volume_torch(lines):
+    """Simpson's method-of-discs volume of tracings as a differentiable torch function: (..., n + 1, 4) -> (...).
+
+    The same formula as `sonokit.clinical.volume_from_tracing` (row 0 the long axis, rows 1..n the disc
+    diameters; units**3 of the coordinates), so a loss on it trains what the EF is computed from. Lengths are
+    sqrt(dx**2 + dy**2 + 1e-12), whose gradient stays finite for a zero-length line.
+    """
+    d = lines[..., 2:] - lines[..., :2]
+    lengths = (d.pow(2).sum(dim=-1) + 1e-12).sqrt()
+    n = lines.shape[-2] - 1
+    return (math.pi / 4.0) * lengths[..., 1:].pow(2).sum(dim=-1) * lengths[..., 0] / n
