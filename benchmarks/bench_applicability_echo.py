@@ -159,9 +159,8 @@ def _distances(models, files: list[Path]) -> dict[str, tuple[np.ndarray, np.ndar
     """Per model key: (median distance per cine, applicable per cine), through ef predict's own path."""
     from sonokit.echo.frames import load_study
     from sonokit.echo.predict import measure_lv, video_ef
-    from sonokit.uncertainty.applicability import score_set
-
     from sonokit.errors import InputError
+    from sonokit.uncertainty.applicability import score_set
 
     out = {m.key: ([], []) for m in models}
     for f in files:
