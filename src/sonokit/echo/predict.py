@@ -266,6 +266,7 @@ def video_ef(
         model.share_clips
         and getattr(net, "shares_clip_frames", lambda: False)()
         and o.clip_stride % o.period == 0
+        and o.frames >= 4
         and len(starts) > 1
         and starts[-1] + extent <= len(frames)
     )

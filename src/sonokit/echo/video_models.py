@@ -101,13 +101,13 @@ def first_stage_windows(
     second = [i for i, n in enumerate(names) if _time_geometry(block._modules[n]) is not None][1]
     part1, part2 = block[:second], block[second:]
     length, n = seq.shape[2], len(offsets)
-    if seq.shape[0] != 1 or frames < 4 or length < 6 or min(offsets) < 0 or max(offsets) + frames > length:
+    if seq.shape[0] != 1 or frames < 4 or min(offsets) < 0 or max(offsets) + frames > length:
         raise ValueError(
-            "first_stage_windows needs one sequence (1, C, L >= 6, H, W) holding every clip of 4+ frames"
+            "first_stage_windows needs one sequence (1, C, L, H, W) holding every clip of 4+ frames"
         )
     # The sequence as two overlapping halves (a batch of one would run PyTorch's slow CPU convolution). The first
-    # half is right up to frame piece - 2 after part1 and piece - 3 after part2 (its end is padding); the second
-    # from frame start + 1 and start + 2 on; the two overlap, so every frame is right in one of them.
+    # half is right up to frame piece - 2 after part1 and piece - 3 after part2 (its end is padding, unless it is
+    # the sequence's end); the second from frame start + 1 and start + 2 on; every frame is right in one of them.
     piece = (length + 1) // 2 + 2
     start = length - piece
     a = part1(torch.cat([seq[:, :, :piece], seq[:, :, start:]]))
