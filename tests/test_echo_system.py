@@ -291,6 +291,59 @@ def test_prepared_video_model_gives_the_unprepared_ef(predicted, runs) -> None:
     np.testing.assert_allclose(a["ef_video_sd"], b["ef_video_sd"], atol=1e-3)
 
 
+def test_fast_clip_path_gives_the_clip_by_clip_ef(runs, tmp_path) -> None:
+    """`sonokit ef predict`'s video path (prepared model, a video's clips gathered into balanced batches, the
+    spatial stream's first stage shared by overlapping clips) gives the EF of the protocol's definition: every
+    clip taken, normalised and run on its own through the model as trained; beat clips (any start) included."""
+    import dataclasses
+
+    import torch
+
+    from sonokit.echo.beats import Beat
+    from sonokit.echo.data import clip_starts, clip_tensor, take_clip
+    from sonokit.echo.frames import load_study
+    from sonokit.echo.predict import EchoModel, load_echo_models, predict_studies, video_ef
+    from sonokit.io import write_video
+    from sonokit.predict.runner import load_run
+    from sonokit.synth.echo import render_echo, sample_echo_case
+    from sonokit.tasks.base import normalise_batch
+
+    (fast,) = load_echo_models([runs["ef"]], "cpu")
+    run = load_run(runs["ef"], "cpu")
+    o, cfg = run.task.opts, run.cfg
+    assert fast.share_clips and fast.run.model.shares_clip_frames()
+    case = dataclasses.replace(sample_echo_case(seed=3, index=1), n_frames=150)
+    path = write_video(tmp_path / "long.avi", render_echo(case, cfg.size).frames, fps=50.0)
+    cine = load_study(path, [cfg.size]).prepared[cfg.size]
+    starts = clip_starts(len(cine.frames), o.frames, o.period, o.clip_stride)
+    assert len(starts) >= 5  # overlapping clips: the shared first stage is used
+    beats = [Beat(ed=3, es=12), Beat(ed=50, es=61), Beat(ed=140, es=147)]  # the last: no whole clip, left out
+
+    def reference(first: list[int]) -> np.ndarray:
+        mean, std = cfg.channel_stats()
+        with torch.inference_mode():
+            return np.array([
+                run.model(normalise_batch(clip_tensor(take_clip(cine.frames, s, o.frames, o.period, o.temporal_pad),
+                                                      cfg.channels)[None], mean, std)).item()
+                for s in first
+            ])  # fmt: skip
+
+    clips, per_beat = reference([int(s) for s in starts]), reference([3, 50])
+    assert clips.std() > 0
+    for model, batch in ((fast, 8), (fast, 3), (dataclasses.replace(fast, share_clips=False), 8)):
+        v = video_ef(model, cine, beats, batch)
+        assert v["clips"] == len(starts)
+        assert abs(v["ef"] - clips.mean()) < 1e-3 and abs(v["sd"] - clips.std()) < 1e-3
+        assert abs(v["beats"] - per_beat.mean()) < 1e-3
+    plain = [EchoModel(run, "video", "video")]
+    a, _ = predict_studies([path], [fast], workers=2)
+    b, _ = predict_studies([path], plain, workers=0)
+    assert list(a.columns) == list(b.columns)
+    assert (
+        abs(a["ef_video"].iloc[0] - clips.mean()) < 1e-3 and abs(b["ef_video"].iloc[0] - clips.mean()) < 1e-3
+    )
+
+
 def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_root, tmp_path) -> None:
     """Same cine as AVI (no spacing: pixels**3) and as DICOM with spacing (mL): the volumes differ by the model
     pixel's volume, (original spacing x crop pixel size)**3 / 1000 (the seg run works at 64 px, so the crop

@@ -40,6 +40,7 @@ class EchoModel:
     role: str  # "video" | "seg" | "trace"
     key: str  # column suffix
     gray: bool = False  # the video model also takes one-channel grey clips (prepare_for_prediction)
+    share_clips: bool = True  # overlapping clips share the work on their common frames where the model can
     applicability: Any = None  # sonokit.uncertainty.applicability.ApplicabilityScorer, when the run has one
     tap: Any = None  # sonokit.models.embedding.FeatureTap on the model, when it has a check
 
@@ -239,12 +240,40 @@ def _frame_consistency(masks: np.ndarray) -> float:
     return float(np.mean(2.0 * overlap / sizes[keep]))
 
 
+def clip_batches(n: int, batch_size: int) -> list[slice]:
+    """Split n clips into the fewest batches of at most `batch_size`, with sizes as even as possible (9 clips at 8:
+    5 + 4, not 8 + 1), so no batch but a lone clip's holds one clip: PyTorch runs a one-clip 3D convolution with
+    its slow reference kernel on the CPU, not oneDNN's (6x the time per clip)."""
+    n_batches = max(1, math.ceil(n / max(1, batch_size)))
+    edges = np.linspace(0, n, n_batches + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def clip_batch(
+    frames: np.ndarray, starts: np.ndarray, n_frames: int, period: int, pad: str, channels: int
+) -> torch.Tensor:
+    """The clips starting at `starts` as one (B, C, T, H, W) float tensor in [0, 1], channels-last (the layout the
+    prepared video models run fastest in): `take_clip` and `clip_tensor` for every clip, with one gather and one
+    conversion instead of one per clip."""
+    idx = np.asarray(starts, dtype=np.int64)[:, None] + period * np.arange(n_frames, dtype=np.int64)
+    if pad == "repeat":
+        clips = frames[idx % len(frames)]
+    else:  # black frames past the end (EchoNet's "zero")
+        inside = idx < len(frames)
+        clips = frames[np.minimum(idx, len(frames) - 1)]
+        clips[~inside] = 0
+    b, t, h, w = clips.shape[:4]
+    x = to_channels(clips.reshape(b * t, *clips.shape[2:]), channels)  # (B*T, H, W, C) uint8
+    # (B, T, H, W, C) seen as (B, C, T, H, W): the channels-last-3d strides, without a copy
+    return torch.from_numpy(np.ascontiguousarray(x)).view(b, t, h, w, channels).permute(0, 4, 1, 2, 3)
+
+
 @torch.inference_mode()
 def video_ef(
     model: EchoModel, cine: PreparedCine, beats: list[Beat] | None = None, batch_size: int = 8
 ) -> dict:
     """EF of the video model: mean over the all-clips protocol, and over clips starting at each ED when known."""
-    from sonokit.echo.data import clip_starts, clip_tensor, take_clip
+    from sonokit.echo.data import clip_starts
 
     task, cfg = model.run.task, model.run.cfg
     o = task.opts
@@ -255,18 +284,36 @@ def video_ef(
     extent = (o.frames - 1) * o.period + 1
     beat_starts = [b.ed for b in beats or [] if b.ed + extent <= len(frames)]  # whole clips only
     all_starts = np.concatenate([starts, np.asarray(beat_starts, dtype=np.int64)])
+    device, net = model.run.device, model.run.model
+    # the all-clips protocol's clips overlap (a clip every clip_stride frames, each spanning extent frames): a
+    # model that can (TwoStreamEF.forward_windows) shares the work on their common frames, batch by batch
+    windows = (
+        model.share_clips
+        and getattr(net, "shares_clip_frames", lambda: False)()
+        and o.clip_stride % o.period == 0
+        and o.frames >= 4
+        and len(starts) > 1
+        and starts[-1] + extent <= len(frames)
+    )
+
+    def tensor(chosen: np.ndarray, n_frames: int) -> torch.Tensor:
+        x = clip_batch(frames, chosen, n_frames, o.period, o.temporal_pad, channels)
+        x = normalise_batch(x.to(device).float().div_(255.0), mean, std)
+        return x.contiguous(memory_format=torch.channels_last_3d)  # a no-op on the CPU
+
     preds = []
-    for s in range(0, len(all_starts), batch_size):
-        x = torch.stack(
-            [
-                clip_tensor(take_clip(frames, int(st), o.frames, o.period, o.temporal_pad), channels)
-                for st in all_starts[s : s + batch_size]
-            ]
-        )
-        x = normalise_batch(x.to(model.run.device), mean, std).contiguous(
-            memory_format=torch.channels_last_3d
-        )
-        preds.append(model.run.model(x).float().cpu().numpy()[:, 0])
+    for part in clip_batches(len(all_starts), batch_size):
+        chosen = all_starts[part]
+        if windows and part.stop <= len(starts) and len(chosen) > 1:
+            offsets = ((chosen - chosen[0]) // o.period).tolist()
+            seq = tensor(chosen[:1], offsets[-1] + o.frames)
+            preds.append(net.forward_windows(seq, offsets, o.frames).float().cpu().numpy()[:, 0])
+            continue
+        lone = len(chosen) == 1 and torch.device(device).type == "cpu"
+        if lone:  # twice, see clip_batches
+            chosen = np.repeat(chosen, 2)
+        out = net(tensor(chosen, o.frames)).float().cpu().numpy()[:, 0]
+        preds.append(out[:1] if lone else out)
     p = np.concatenate(preds)
     clips, per_beat = p[: len(starts)], p[len(starts) :]
     return {

@@ -68,7 +68,14 @@ class GrayInputConv(nn.Module):
         self.conv, self.gray = conv, gray.train(conv.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gray(x) if x.shape[1] == 1 else self.conv(x)
+        if x.shape[1] != 1:
+            return self.conv(x)
+        if x.is_contiguous() and _memory_format(self.conv.weight) is not torch.contiguous_format:
+            # One channel is both layouts, but PyTorch reads it as the default one and oneDNN then writes this
+            # convolution's output in it, to be copied to channels-last by the next convolution: the same memory
+            # with the channels-last strides makes the output channels-last at once.
+            x = x.as_strided(x.shape, (x.stride(0), 1, *x.stride()[2:]), x.storage_offset())
+        return self.gray(x)
 
 
 def _memory_format(weight: torch.Tensor) -> torch.memory_format:
