@@ -222,12 +222,28 @@ def _affine(rng: np.random.Generator, size: int, strength: float) -> np.ndarray:
     return m
 
 
+def _hflip(size: int) -> np.ndarray:
+    """The 2x3 affine of a left-right mirror of a size x size image (pixel centres)."""
+    return np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]])
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine of `outer` after `inner`."""
+    return np.concatenate(
+        [outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]], 1
+    )
+
+
 class FrameDataset(torch.utils.data.Dataset):
     """Single frames with their LV target when traced: a mask ("mask") or canonical normalised lines ("lines").
 
     Untraced frames (whole-cine evaluation, prediction) carry has_target False and a zero target. Training
     augmentation (seeded per item and epoch) is a mild rotation / scale / shift applied to image and tracing
-    alike, and a gain / gamma change; never a flip, which would swap the heart's sides.
+    alike, and a gain / gamma change. With `hflip` half the frames are mirrored, image and tracing together (the
+    LV moves to the screen's other side, as in the LV-left convention: the model learns both). With `appearance`
+    the frame is also restyled (`sonokit.augment.appearance`: grey-level curve, gain, depth gradient, speckle
+    grain, blur, noise), the domain randomisation that lets a model trained on simulated cines meet real ones.
+    The mask is rasterised from the moved tracing, so image and mask always move together.
     """
 
     def __init__(
@@ -240,9 +256,12 @@ class FrameDataset(torch.utils.data.Dataset):
         seed: int = 0,
         augment_strength: float = 1.0,
         store: PreparedStore | None = None,
+        appearance: bool = False,
+        hflip: bool = False,
     ) -> None:
         if target not in ("mask", "lines"):
             raise ValueError(target)
+        self.appearance, self.hflip = bool(appearance), bool(hflip)
         self.paths = items["path"].astype(str).tolist()
         self.frames = items["frame"].to_numpy(np.int64)
         self.lines = list(items["lines"]) if "lines" in items.columns else [None] * len(items)
@@ -273,6 +292,10 @@ class FrameDataset(torch.utils.data.Dataset):
         if self.train and self.strength > 0:
             rng = np.random.default_rng(derive_seed(self.seed, index, self.epoch))
             m = _affine(rng, self.size, self.strength)
+            # drawn after the original draws, so runs without these options augment as before
+            flip = self.hflip and rng.random() < 0.5
+            if flip:
+                m = _compose(_hflip(self.size), m)
             image = cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR)
             image = image.reshape(self.size, self.size, -1)
             if lines is not None:
@@ -280,6 +303,10 @@ class FrameDataset(torch.utils.data.Dataset):
             gain = 1.0 + rng.uniform(-0.2, 0.2) * self.strength
             gamma = float(np.exp(rng.uniform(-0.2, 0.2) * self.strength))
             image = np.clip(255.0 * (image / 255.0) ** gamma * gain, 0, 255).astype(np.uint8)
+            if self.appearance:
+                from sonokit.augment.appearance import appearance_augment
+
+                image = appearance_augment(image, rng, self.strength)
         return image, lines
 
     def __getitem__(self, index: int) -> dict[str, Any]:

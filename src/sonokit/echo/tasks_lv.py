@@ -54,6 +54,10 @@ class LVOptions(TaskOptions):
     )
     thresholds: str = "default"
     augment_strength: float = Field(1.0, ge=0.0, le=2.0)
+    appearance_aug: bool = Field(
+        False, description="restyle training frames (grey-level curve, gain, TGC, speckle, blur, noise)"
+    )
+    hflip: bool = Field(False, description="mirror half the training frames, image and tracing together")
     area_plots: int = Field(4, ge=0, description="LV area curves plotted per evaluated split")
 
 
@@ -155,6 +159,8 @@ class LVTask(Task):
             count_cine_frames(path)
 
     def build_dataset(self, df: pd.DataFrame, train: bool) -> FrameDataset:
+        # `augment.enabled: false` (the switch every task has) turns all of it off; the rest is in options
+        enabled = bool(self.cfg.augment.get("enabled", True))
         ds = FrameDataset(
             df,
             self.cfg.size,
@@ -162,8 +168,10 @@ class LVTask(Task):
             self.target,
             train=train,
             seed=self.cfg.seed,
-            augment_strength=self.opts.augment_strength,
+            augment_strength=self.opts.augment_strength if enabled else 0.0,
             store=self.store,
+            appearance=self.opts.appearance_aug and enabled,
+            hflip=self.opts.hflip and enabled,
         )
         if train:
             self.train_dataset = ds  # its epoch (set by the engine) schedules lv-trace's volume loss
@@ -481,7 +489,14 @@ class LVSegTask(LVTask):
         "lr": 0.002,
         "weight_decay": 0.0001,
         "patience": 8,
-        "options": {"cine_eval": ["test"], "thresholds": "default", "augment_strength": 1.0, "area_plots": 4},
+        "options": {
+            "cine_eval": ["test"],
+            "thresholds": "default",
+            "augment_strength": 1.0,
+            "appearance_aug": False,
+            "hflip": False,
+            "area_plots": 4,
+        },
     }
 
     def build_model(self, load_init_weights: bool = True) -> nn.Module:

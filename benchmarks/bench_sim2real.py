@@ -1,0 +1,280 @@
+"""Sim-to-real check of the LV segmentation: an lv-seg model trained only on simulated cines, scored on labelled
+cines it has never seen (issue #19, "Echo on real cines").
+
+    1. the run: --run RUN reuses one; otherwise `sonokit synth echo` data (--synth, made when missing, full look and
+       both screen conventions by default) trains `sonokit train lv-seg` into OUT/run (reused when it exists);
+    2. `sonokit evaluate RUN --data REAL --out OUT/eval` (external validation: every row of REAL): Dice on the
+       expert-traced ED and ES frames, and EF by Simpson's method from the predicted outlines on those frames;
+    3. `sonokit ef predict --run RUN REAL/Videos` (what a user runs, no labels): the LV on every frame, ED/ES from
+       the area curve, EF per beat; its `ef` is compared with FileList.csv's EF. Rows that failed (no EF) and rows
+       with flags or judged not applicable are counted;
+    4. floors: the training data's mean EF predicted for every video, and REAL's own mean EF (optimistic: it peeks
+       at the answers).
+
+REAL is an EchoNet-Dynamic-format folder (FileList.csv, VolumeTracings.csv, Videos/). Real labelled echo is held
+aside by the project; a simulated folder stands in for it to test the script end to end, e.g.
+
+    sonokit synth echo --out /tmp/realstand --n 16 --seed 77 --realism full --convention left
+    python benchmarks/bench_sim2real.py --real /tmp/realstand --synth /tmp/synth_full --n 200 --epochs 12
+    python benchmarks/bench_sim2real.py --real EchoNet-Dynamic --run runs/lv-seg/sim2real --device cuda
+
+--cines FILE ... also measures unlabelled cines (e.g. pydicom's examples_ybr_color.dcm) and, with --montage PNG,
+tiles their ED and ES review frames (predicted LV contour, LV area curve with ED red / ES blue) into one image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sonokit.utils import atomic_write_text
+
+
+def train_run(args: argparse.Namespace, run_dir: Path) -> Path:
+    """An lv-seg run trained on simulated data (made when --synth does not exist yet)."""
+    from sonokit.synth import make_echo_dataset
+    from sonokit.tasks import get_task
+    from sonokit.train.config import resolve_config
+    from sonokit.train.engine import train
+
+    synth = Path(args.synth or run_dir.parent / f"synth_{args.realism}")
+    if not (synth / "FileList.csv").is_file():
+        print(f"simulating {args.n} cines ({args.realism} look, convention {args.convention}) into {synth}")
+        make_echo_dataset(synth, n=args.n, seed=args.seed, realism=args.realism, convention=args.convention)
+    values = {
+        "data": str(synth),
+        "out": str(run_dir),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "model": args.model,
+        "size": args.size,
+        "device": args.device,
+        "threads": args.threads,
+        "options": {"cine_eval": [], "appearance_aug": args.appearance_aug, "hflip": args.appearance_aug},
+    }
+    cfg = resolve_config("lv-seg", overrides=values, task_defaults=get_task("lv-seg").defaults)
+    print(f"training lv-seg on {synth} for {args.epochs} epochs into {run_dir}")
+    return Path(train(cfg))
+
+
+def training_mean_ef(run_dir: Path) -> float:
+    """Mean EF of the run's training videos (its splits.csv when there is one, else its whole FileList)."""
+    from sonokit.predict.runner import load_run
+
+    run = load_run(run_dir, "cpu")
+    filelist = pd.read_csv(Path(run.task.cfg.data) / "FileList.csv")
+    splits = run_dir / "splits.csv"
+    if splits.is_file():
+        s = pd.read_csv(splits)
+        name_col = next((c for c in ("path", "name", "group") if c in s.columns), None)
+        if name_col is not None and "split" in s.columns:
+            train_names = {Path(str(v)).stem for v in s.loc[s["split"] == "train", name_col]}
+            chosen = filelist[filelist["FileName"].map(lambda v: Path(str(v)).stem).isin(train_names)]
+            if len(chosen):
+                filelist = chosen
+    return float(pd.to_numeric(filelist["EF"], errors="coerce").mean())
+
+
+def ef_predict(run_dir: Path, inputs: list[Path], out_csv: Path, overlay: Path | None, args) -> pd.DataFrame:
+    from sonokit.echo.predict import predict_to_csv
+
+    _, table, errors = predict_to_csv(
+        [run_dir], inputs, out_csv, overlay_dir=overlay, device=args.device, workers=1, batch_size=16
+    )
+    for e in errors:
+        print(f"error: {e}")
+    return table
+
+
+def model_key(table: pd.DataFrame) -> str:
+    """The lv-seg model's key in ef predict's per-model columns (ed_frames_<key>, ef_<key>, ...)."""
+    return next(c[len("ed_frames_") :] for c in table.columns if c.startswith("ed_frames_"))
+
+
+def score_predictions(table: pd.DataFrame, real: Path) -> dict:
+    """EF MAE of ef predict's `ef` against FileList.csv's EF, with failed / flagged / not-applicable counts."""
+    fl = pd.read_csv(real / "FileList.csv")
+    ef = pd.to_numeric(fl["EF"], errors="coerce")
+    truth = pd.Series(ef.to_numpy(float), index=fl["FileName"].map(lambda v: Path(str(v)).stem).to_numpy())
+    stems = table["path"].map(lambda p: Path(str(p)).stem)
+    y_true = stems.map(truth).to_numpy(float)
+    # `ef` is the headline a user gets (empty when the cine is judged not applicable); ef_<model> is measured anyway
+    y_pred = pd.to_numeric(table[f"ef_{model_key(table)}"], errors="coerce").to_numpy(float)
+    headline = pd.to_numeric(table["ef"], errors="coerce").to_numpy(float)
+    ok = np.isfinite(y_true) & np.isfinite(y_pred)
+    flags = (
+        table["flags"].fillna("").astype(str) if "flags" in table.columns else pd.Series([""] * len(table))
+    )
+    app_cols = [c for c in table.columns if c.startswith("applicable_")]
+    not_app = (
+        int((~table[app_cols[0]].map(lambda v: str(v).lower() in ("true", "1", "1.0"))).sum())
+        if app_cols
+        else None
+    )
+    err = np.abs(y_pred[ok] - y_true[ok])
+    return {
+        "n_videos": int(len(table)),
+        "n_failed": int((~np.isfinite(y_pred)).sum()),
+        "n_headline_ef": int(np.isfinite(headline).sum()),
+        "n_flagged": int((flags.str.strip() != "").sum()),
+        "n_not_applicable": not_app,
+        "ef_mae": float(err.mean()) if len(err) else math.nan,
+        "ef_mae_n": int(ok.sum()),
+        "y_true": y_true,
+    }
+
+
+def montage(overlay_dir: Path, table: pd.DataFrame, out_png: Path, scale: float = 0.75) -> Path | None:
+    """The ED and ES review frames (first beat) of every measured cine, side by side, one cine per row."""
+    import cv2
+
+    rows, k = [], model_key(table)
+    for _, r in table.iterrows():
+        videos = [Path(str(r["overlay"]))] if isinstance(r.get("overlay"), str) else []
+        ed = str(r.get(f"ed_frames_{k}", "")).split(";")[0]
+        es = str(r.get(f"es_frames_{k}", "")).split(";")[0]
+        if not videos or not ed.strip().lstrip("-").isdigit() or not es.strip().lstrip("-").isdigit():
+            continue
+        cap = cv2.VideoCapture(str(videos[0]))
+        frames = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(f)
+        cap.release()
+        if not frames:
+            continue
+        # the review frames carry their own frame number, ED/ES mark, EF and area curve with a cursor
+        tiles = [frames[min(int(i), len(frames) - 1)] for i in (ed, es)]
+        rows.append(np.concatenate(tiles, axis=1))
+    if not rows:
+        return None
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    image = np.concatenate(rows, axis=0)
+    image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_png), image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return out_png
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "-" if not math.isfinite(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--real", type=Path, required=True, help="labelled EchoNet-format folder to score on")
+    p.add_argument("--run", type=Path, help="an lv-seg run to reuse (default: OUT/run, trained when missing)")
+    p.add_argument("--synth", type=Path, help="simulated training folder (made when missing)")
+    p.add_argument("--out", type=Path, default=Path("sim2real_out"))
+    p.add_argument("--n", type=int, default=200, help="simulated videos to make")
+    p.add_argument("--realism", default="full", choices=["basic", "full"])
+    p.add_argument("--convention", default="both", choices=["right", "left", "both"])
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--model", default="unet")
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-appearance-aug", dest="appearance_aug", action="store_false")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--cines", type=Path, nargs="*", default=[], help="unlabelled cines to measure and show")
+    p.add_argument("--montage", type=Path, help="PNG of the --cines' ED/ES review frames")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from sonokit.data.echonet import read_echonet
+    from sonokit.evaluate.external import evaluate_external
+
+    read_echonet(args.real, check_videos=True)  # fail early on a folder that is not EchoNet-format
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    run_dir = args.run or args.out / "run"
+    if not (run_dir / "model.safetensors").is_file():
+        if args.run is not None:
+            raise SystemExit(f"{run_dir} is not a finished run (no model.safetensors)")
+        run_dir = train_run(args, run_dir)
+    t_train = time.time() - t0
+
+    t0 = time.time()
+    ev = evaluate_external(run_dir, args.real, args.out / "eval", n_boot=args.n_boot)
+    t_eval = time.time() - t0
+    t0 = time.time()
+    videos = sorted((args.real / "Videos").glob("*.avi"))
+    table = ef_predict(run_dir, videos, args.out / "ef_predict.csv", None, args)
+    scored = score_predictions(table, args.real)
+    t_pred = time.time() - t0
+    y_true = scored.pop("y_true")
+    finite = y_true[np.isfinite(y_true)]
+    train_mean = training_mean_ef(run_dir)
+    floor_train = float(np.abs(finite - train_mean).mean())
+    floor_oracle = float(np.abs(finite - finite.mean()).mean())
+
+    rows = [
+        ("videos scored (evaluate / ef predict)", f"{ev.get('n_videos')} / {scored['n_videos']}"),
+        ("Dice, traced ED+ES frames (95% CI)", f"{fmt(ev.get('dice'))} {fmt_ci(ev.get('dice_ci95'))}"),
+        ("Dice at ED / ES", f"{fmt(ev.get('dice_ed'))} / {fmt(ev.get('dice_es'))}"),
+        ("EF MAE, Simpson on the traced frames", f"{fmt(ev.get('mae'), 1)} {fmt_ci(ev.get('mae_ci95'), 1)}"),
+        (
+            "EF MAE, `ef predict` (ED/ES found by the model)",
+            f"{fmt(scored['ef_mae'], 1)} (n={scored['ef_mae_n']})",
+        ),
+        ("ef predict rows failed (no EF)", str(scored["n_failed"])),
+        ("ef predict rows with a headline EF (applicable)", str(scored["n_headline_ef"])),
+        ("ef predict rows flagged", str(scored["n_flagged"])),
+        ("ef predict rows judged not applicable", fmt(scored["n_not_applicable"])),
+        (f"floor: training mean EF ({train_mean:.1f}%) for all, MAE", f"{floor_train:.1f}"),
+        ("floor: the scored set's own mean EF, MAE (peeks)", f"{floor_oracle:.1f}"),
+    ]
+    lines = [
+        f"sim2real: run {run_dir}, scored on {args.real}",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows],
+        "",
+        f"seconds: train {t_train:.0f} (0 = reused), evaluate {t_eval:.0f}, ef predict {t_pred:.0f}",
+    ]
+    if args.cines:
+        overlay = args.out / "overlay"
+        cines = ef_predict(run_dir, list(args.cines), args.out / "cines.csv", overlay, args)
+        k = model_key(cines)
+        keep = ["ef", f"ef_{k}", f"n_beats_{k}", f"ed_frames_{k}", f"es_frames_{k}", f"beat_efs_{k}"]
+        keep += [f"consistency_{k}", f"applicable_{k}", f"applicability_{k}", "flags"]
+        lines += ["", "unlabelled cines:", ""]
+        for _, r in cines.iterrows():
+            lines.append(f"- {Path(str(r['path'])).name}: " + ", ".join(f"{c}={r.get(c)}" for c in keep))
+        if args.montage:
+            png = montage(overlay, cines, args.montage)
+            lines.append(f"\nmontage: {png}")
+    text = "\n".join(lines)
+    print(text)
+    atomic_write_text(args.out / "table.md", text + "\n")
+    summary = {"run": str(run_dir), "real": str(args.real), "evaluate": ev, "ef_predict": scored}
+    summary["floors"] = {"training_mean_ef": train_mean, "mae_training_mean": floor_train}
+    summary["floors"]["mae_own_mean"] = floor_oracle
+    atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2, default=str))
+
+
+def fmt_ci(ci, digits: int = 3) -> str:
+    if not ci or len(ci) != 2 or any(v is None for v in ci):
+        return ""
+    return f"[{fmt(float(ci[0]), digits)}, {fmt(float(ci[1]), digits)}]"
+
+
+if __name__ == "__main__":
+    main()
