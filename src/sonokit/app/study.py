@@ -632,9 +632,9 @@ def _classify(models: Models, run: Any, path: Path, original: dict[int, np.ndarr
     if isinstance(check, str):
         res.notes.append(check)
     else:  # a cine is applicable when most of its frames are
-        fit = check.score(out.embeddings)
-        res.applicable = bool(np.mean(fit["applicable"]) >= 0.5)
-        res.applicability = float(np.median(fit["applicability"]))
+        from sonokit.uncertainty.applicability import score_set
+
+        res.applicable, res.applicability = score_set(check, out.embeddings)
         res.applicability_rule = check.rule()
         if not res.applicable:
             return res  # no set, no Grad-CAM, no similar cases: the model has nothing to say about this file
