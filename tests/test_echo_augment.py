@@ -109,7 +109,9 @@ def test_appearance_augment_is_seeded_keeps_black_and_changes_the_look() -> None
     assert gray.shape == (64, 64)
 
 
-def test_lv_seg_turns_it_on_by_default_and_config_switches_it_off(tmp_path: Path) -> None:
+def test_lv_seg_has_it_off_by_default_and_options_switch_it_on(tmp_path: Path) -> None:
+    """Off by default (it damped the LV motion: simulated EF bias -8.6, README); the options turn it on and
+    `augment.enabled: false` turns every LV augmentation off."""
     from sonokit.tasks import get_task
     from sonokit.train.config import resolve_config
 
@@ -120,15 +122,17 @@ def test_lv_seg_turns_it_on_by_default_and_config_switches_it_off(tmp_path: Path
         )
         return cls(cfg)
 
-    on = task()
-    assert on.opts.appearance_aug and on.opts.hflip
     items = pd.DataFrame({"path": ["x.avi"], "frame": [0]})
+    default = task()
+    assert not default.opts.appearance_aug and not default.opts.hflip
+    ds = default.build_dataset(items, train=True)
+    assert not ds.appearance and not ds.hflip and ds.strength == 1.0
+    on = task(options={"appearance_aug": True, "hflip": True})
     ds = on.build_dataset(items, train=True)
-    assert ds.appearance and ds.hflip and ds.strength == 1.0
-    off = task(options={"appearance_aug": False, "hflip": False})
-    ds = off.build_dataset(items, train=True)
-    assert not ds.appearance and not ds.hflip
-    assert task(augment={"enabled": False}).build_dataset(items, train=True).strength == 0.0
+    assert ds.appearance and ds.hflip
+    none = task(options={"appearance_aug": True, "hflip": True}, augment={"enabled": False})
+    ds = none.build_dataset(items, train=True)
+    assert ds.strength == 0.0 and not ds.appearance and not ds.hflip
     assert not get_task("lv-trace")(
         resolve_config(
             "lv-trace", overrides={"data": str(tmp_path)}, task_defaults=get_task("lv-trace").defaults
