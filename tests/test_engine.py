@@ -138,6 +138,36 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, table) -> None:
     np.testing.assert_allclose(log_b["metric"], log_a["metric"], rtol=1e-5)
 
 
+def test_min_steps_gives_a_small_set_more_epochs_and_holds_early_stopping(tmp_path, table) -> None:
+    """36 images (about 25 train) at batch 8: 3 batches an epoch, so min_steps 10 needs 4 epochs; patience 1 on
+    a constant lr cannot stop the run before them, and the run folder records the epochs it trained."""
+    import yaml
+
+    cfg = config(table, tmp_path / "run", epochs=1, min_steps=10, patience=1, scheduler="none", n_boot=0)
+    train(cfg)
+    n_train = (pd.read_csv(tmp_path / "run" / "splits.csv")["split"] == "train").sum()
+    batches = n_train // 8  # drop_last
+    want = -(-10 // batches)
+    assert want > 1
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert log["epoch"].max() == want
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["epochs"] == want and saved["min_steps"] == 10
+    assert "min_steps" not in config(table, tmp_path / "x").semantic_dict()  # older runs keep their hash
+
+
+def test_an_epoch_count_the_user_gives_is_not_stretched_by_the_defaults_min_steps(tmp_path) -> None:
+    defaults = get_task("classify").defaults
+    assert resolve_config("classify", task_defaults=defaults).min_steps == 300
+    assert resolve_config("classify", overrides={"epochs": 3}, task_defaults=defaults).min_steps is None
+    assert resolve_config("classify", sets={"epochs": 3}, task_defaults=defaults).min_steps is None
+    both = resolve_config("classify", overrides={"epochs": 3}, sets={"min_steps": 50}, task_defaults=defaults)
+    assert (both.epochs, both.min_steps) == (3, 50)
+    own = tmp_path / "mine.yaml"
+    own.write_text("epochs: 4\n")
+    assert resolve_config("classify", config_file=own, task_defaults=defaults).min_steps is None
+
+
 @pytest.mark.slow
 def test_same_seed_same_numbers_and_refuses_to_overwrite(tmp_path, table) -> None:
     losses = []

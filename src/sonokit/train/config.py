@@ -22,7 +22,7 @@ _NON_SEMANTIC = ("data", "out", "resume", "num_workers", "threads", "device")
 # is split by patient with the seed, as for a dataset without one. A string, not null: null keeps its old meaning.
 NO_SPLIT_COL = "none"
 # Fields added after runs were trained without them: hashed only when set, so those runs keep their hash.
-_HASHED_WHEN_SET = ("fold_col",)
+_HASHED_WHEN_SET = ("fold_col", "min_steps")
 
 
 class TrainConfig(BaseModel):
@@ -67,6 +67,12 @@ class TrainConfig(BaseModel):
 
     # optimisation
     epochs: int = Field(20, ge=1)
+    min_steps: int | None = Field(
+        None,
+        ge=1,
+        description="train at least this many optimizer steps: a small dataset gets more epochs "
+        "(max(epochs, ceil(min_steps / batches per epoch))) and early stopping waits for them",
+    )
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
     lr: float = Field(1e-3, gt=0.0)
@@ -199,15 +205,22 @@ def resolve_config(
     sets: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """Merge, in increasing priority: task_defaults, configs/<task>.yaml, `config_file`, `overrides` (non-None),
-    `sets` (nested values from `--set key.sub=value`)."""
+    `sets` (nested values from `--set key.sub=value`).
+
+    An epoch count the user gives (config file, flag or --set) is kept as given: the defaults' `min_steps`
+    then no longer stretches it, unless the user gives min_steps too."""
     values: dict[str, Any] = dict(task_defaults or {})
     default_file = Path(config_dir or default_config_dir()) / f"{task}.yaml"
     if default_file.is_file():
         values = _merge(values, read_yaml(default_file))
-    if config_file is not None:
-        values = _merge(values, read_yaml(config_file))
-    values = _merge(values, {k: v for k, v in (overrides or {}).items() if v is not None})
-    values = _merge(values, sets or {})
+    chosen = _merge(
+        read_yaml(config_file) if config_file is not None else {},
+        {k: v for k, v in (overrides or {}).items() if v is not None},
+    )
+    chosen = _merge(chosen, sets or {})
+    if "epochs" in chosen and "min_steps" not in chosen:
+        values.pop("min_steps", None)
+    values = _merge(values, chosen)
     values["task"] = task
     for key in ("data", "weights"):  # the run folder must work from any working directory
         if values.get(key):

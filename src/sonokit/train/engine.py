@@ -342,11 +342,31 @@ class Trainer:
             task.cfg = cfg.model_copy(update={"balance": "weights"})
         task.setup_loss(self.items["train"], self.device)
         self.net = D.wrap_model(model, self.dist)
-        self.optimizer = build_optimizer(model, cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg, self.mode)
         self.generator = torch.Generator()
         self.train_loader = self._train_loader()
         self.val_loader = self._eval_loader(self.val_ds) if self.val_ds is not None else None
+        self.min_epochs = self._epochs_for_min_steps(len(self.train_loader))
+        if self.min_epochs > cfg.epochs:
+            log.info(
+                "%d batches per epoch: %d epochs for at least %d optimizer steps (min_steps)",
+                len(self.train_loader),
+                self.min_epochs,
+                cfg.min_steps,
+            )
+            # the resolved count is what the schedule, the logs, config.yaml and the hash see
+            cfg = self.cfg = cfg.model_copy(update={"epochs": self.min_epochs})
+            task.cfg = task.cfg.model_copy(update={"epochs": self.min_epochs})
+        self.optimizer = build_optimizer(model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.mode)
+
+    def _epochs_for_min_steps(self, batches: int) -> int:
+        """Epochs that give at least cfg.min_steps optimizer steps (0 when unset): 80 images at batch 32 make 3
+        steps an epoch, and 15 epochs (45 steps) leave a CNN barely trained."""
+        if not self.cfg.min_steps:
+            return 0
+        if self.cfg.limit_train_batches:
+            batches = min(batches, self.cfg.limit_train_batches)
+        return math.ceil(self.cfg.min_steps / max(batches, 1))
 
     def _train_loader(self) -> torch.utils.data.DataLoader:
         cfg = self.cfg
@@ -423,7 +443,9 @@ class Trainer:
         return state
 
     def _stopped_early(self, state: RunState) -> bool:
-        return self.cfg.patience > 0 and state.bad_epochs >= self.cfg.patience
+        """Patience ran out, and not before min_steps' epochs (a tiny validation set is noisy early on)."""
+        patience = self.cfg.patience
+        return patience > 0 and state.bad_epochs >= patience and state.epoch >= self.min_epochs
 
     # -------------------------------------------------------------------- loop
 
