@@ -31,7 +31,14 @@ pytestmark = pytest.mark.slow
 def echo_root(tmp_path_factory) -> Path:
     from sonokit.synth import make_echo_dataset
 
-    return make_echo_dataset(tmp_path_factory.mktemp("echo") / "EchoNet", n=N_VIDEOS, seed=SEED)
+    # the basic look, not the default full one: the unit, pane and flag checks below need models that find the LV
+    # after a few epochs on six cines and a real cine far outside their training data. Trained on the full look
+    # (its dark surround), the 6-epoch U-Net outlined no LV on the test cine (EDV NaN in the mL tests), the EF
+    # model gave no EF for the chosen pane, and the real DICOM got a headline EF (it sat at 1.35x the EF model's
+    # in-domain limit, not over 2x).
+    return make_echo_dataset(
+        tmp_path_factory.mktemp("echo") / "EchoNet", n=N_VIDEOS, seed=SEED, realism="basic"
+    )
 
 
 def _train(task: str, data: Path, out: Path, **overrides) -> Path:

@@ -261,7 +261,8 @@ def test_lv_side_and_frame_rates_over_many_cases():
         assert (mm[1:, 0] < mm[1:, 2]).all()
         centres.append(mm[1:, [0, 2]].mean())
     assert np.mean(np.array(centres) > 0) > 0.8  # and the LV mostly right of the probe's axis
-    basic = sample_echo_case(3, 0)  # the default look
+    assert sample_echo_case(3, 0).realism == "full"  # the default look
+    basic = sample_echo_case(3, 0, realism="basic")
     assert (
         basic.realism == "basic"
         and basic.look is None

@@ -43,11 +43,11 @@ def _echo_command():
         size: int = typer.Option(SIZES["echo"], "--size", help="Output width and height in pixels."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty folder."),
         realism: str = typer.Option(
-            "basic",
+            "full",
             "--realism",
-            help="basic: the original geometric phantom; full: spline/bullet chambers, papillary muscles, dark "
-            "surround, clutter, drop-out, shadows, TGC, per-case speckle size, sector, depth, zoom, rotation and "
-            "frame rate (for models meant for real cines).",
+            help="full (default): spline/bullet chambers, papillary muscles, dark surround, clutter, drop-out, "
+            "shadows, TGC, per-case speckle size, sector, depth, zoom, rotation and frame rate (for models meant "
+            "for real cines); basic: the original geometric phantom.",
         ),
         convention: str = typer.Option(
             "right",

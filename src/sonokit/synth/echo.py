@@ -6,8 +6,8 @@ is exactly 1 - EF; the apex stays put and the base descends, as in real hearts. 
 pericardium surround it. Tracings are cut from the same analytic contour, so FileList's EF is Simpson's EF of
 the written tracings by construction.
 
-Two looks (`realism`): "basic" (the default) is the original geometric phantom (smooth ellipses, bright speckled
-background); "full" adds what real apical-4-chamber cines show, drawn per case in `echo_full.py`: LV outlines
+Two looks (`realism`): "full" (the default) and "basic", the original geometric phantom (smooth ellipses, bright
+speckled background). "full" adds what real apical-4-chamber cines show, drawn per case in `echo_full.py`: LV outlines
 beyond ellipses (bullet shapes, smooth Fourier bumps per side, foreshortening), papillary muscles and
 trabeculation, moderator band, a dark surround with a bright pericardium, near-field clutter and reverberation,
 lateral-wall drop-out, rib and lung shadows, a TGC curve, fan-edge fall-off, per-case speckle size, sector,
@@ -151,7 +151,7 @@ def sample_ef(rng: np.random.Generator) -> float:
 
 
 def check_echo_options(
-    realism: str = "basic",
+    realism: str = "full",
     convention: str = "right",
     fps_range: tuple[float, float] = (20.0, 90.0),
     max_rotation_deg: float = 5.0,
@@ -174,7 +174,7 @@ def sample_echo_case(
     seed: int,
     index: int,
     size: int = 112,
-    realism: str = "basic",
+    realism: str = "full",
     convention: str = "right",
     fps_range: tuple[float, float] = (20.0, 90.0),
     max_rotation_deg: float = 5.0,
@@ -660,7 +660,7 @@ def make_echo_dataset(
     seed: int = 0,
     size: int = 112,
     overwrite: bool = False,
-    realism: str = "basic",
+    realism: str = "full",
     convention: str = "right",
     fps_range: tuple[float, float] = (20.0, 90.0),
     max_rotation_deg: float = 5.0,
@@ -669,7 +669,7 @@ def make_echo_dataset(
 
     Videos/<name>.avi (MJPG, size x size, 3 channels), FileList.csv, VolumeTracings.csv (ES then ED, 21 rows
     each) and synth_meta.csv (simulation parameters such as mm_per_px, for checks; not part of EchoNet).
-    `realism` "basic" (default) or "full", `convention` "right" (LV on the right, EchoNet), "left" or "both"
+    `realism` "full" (default) or "basic", `convention` "right" (LV on the right, EchoNet), "left" or "both"
     (drawn per case); `fps_range` and `max_rotation_deg` apply to "full".
     """
     import pandas as pd
