@@ -73,12 +73,20 @@ class Recipe:
 # that the images are breasts; the recipe has to carry over to the real sets held aside.
 RECIPES: dict[str, Recipe] = {
     "default": Recipe("`sonokit train classify` defaults (src/sonokit/configs/classify.yaml)"),
+    "old-default": Recipe(
+        "the defaults before min_steps (15 epochs; early stopping could end a tiny set's run after 6)",
+        {"min_steps": None},
+    ),
     "tiny-128": Recipe("tinycnn, input 128", {"size": 128}),
     "tiny-160": Recipe("tinycnn, input 160", {"size": 160}),
     "tiny-e30": Recipe("tinycnn, input 96, 30 epochs, patience 8", {"epochs": 30, "patience": 8}),
     "tiny-128-e30": Recipe(
         "tinycnn, input 128, 30 epochs, patience 8", {"size": 128, "epochs": 30, "patience": 8}
     ),
+    "tiny-e100": Recipe("tinycnn, input 96, 100 epochs, no early stopping", {"epochs": 100, "patience": 0}),
+    "tiny-e30-p0": Recipe("tinycnn, input 96, 30 epochs, no early stopping", {"epochs": 30, "patience": 0}),
+    "tiny-s600": Recipe("defaults + at least 600 optimizer steps", {"min_steps": 600}),
+    "tiny-s1500": Recipe("defaults + at least 1500 optimizer steps", {"min_steps": 1500}),
     "tiny-128-ls": Recipe("tinycnn, input 128, label smoothing 0.1", {"size": 128, "label_smoothing": 0.1}),
     "tiny-128-aug": Recipe(
         "tinycnn, input 128, stronger geometry (rotation 20, translate 0.15, zoom 0.8-1.25)",
@@ -112,6 +120,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _yaml(v: Any) -> str:
+    if v is None:
+        return "null"
     return f"[{','.join(str(x) for x in v)}]" if isinstance(v, (list, tuple)) else str(v)
 
 

@@ -52,7 +52,7 @@ def runs(echo_root, tmp_path_factory) -> dict[str, Path]:
     return {
         "ef": _train("ef", echo_root, root / "ef", model="two-stream-tiny", epochs=1, batch_size=4, size=64,
                      options={"frames": 8, "period": 4, "clip_stride": 16}),
-        # the appearance augmentation (on by default) is too much for 6 epochs on these few cines: the units and
+        # the appearance augmentation (off by default, pinned off here) is too much for 6 epochs on these few cines: the units and
         # flags tested below need a model that finds the LV (tests/test_echo_augment.py tests the augmentation)
         "seg": _train("lv-seg", echo_root, root / "seg", model="unet-tiny", epochs=6, batch_size=4, lr=0.003, size=64,
                       options={"area_plots": 1, "appearance_aug": False, "hflip": False}),
