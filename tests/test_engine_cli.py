@@ -167,13 +167,14 @@ def test_train_help_shows_the_named_tasks_defaults(tmp_path) -> None:
         cfg = resolve_config(task)
         expected = (
             f"Defaults of {task} (src/sonokit/configs/{task}.yaml; --config FILE, then flags, override them): "
-            f"model {cfg.model}, {cfg.epochs} epochs, lr {cfg.lr:g}, batch size {cfg.batch_size}, size {cfg.size} px"
+            f"model {cfg.model}, {cfg.epochs} epochs{' (at least 300 steps)' if task == 'lus' else ''}, "
+            f"lr {cfg.lr:g}, batch size {cfg.batch_size}, size {cfg.size} px"
         )
         assert expected in text, text[-600:]
         seen[task], texts[task] = (cfg.model, cfg.epochs, cfg.lr, cfg.batch_size, cfg.size), text
     assert seen["lus"] != seen["ef"]  # two tasks, two sets of defaults
     assert "model two-stream, 30 epochs, lr 0.001, batch size 8, size 112 px" in texts["ef"]
-    assert "model tinycnn, 12 epochs, lr 0.005, batch size 32, size 96 px" in texts["lus"]
+    assert "model tinycnn, 12 epochs (at least 300 steps), lr 0.005, batch size 32, size 96 px" in texts["lus"]
     # no task named (or a typo): every task's defaults, with a suggestion for the typo
     res = sonokit("train", "lsu", "--help", cwd=tmp_path)
     text = " ".join(res.stdout.split())

@@ -29,9 +29,8 @@ def defaults_line(task: str, full: bool = True) -> str | None:
             cfg = resolve_config(task, task_defaults=get_task(task).defaults)
     except SonokitError:
         return None
-    line = (
-        f"model {cfg.model}, {cfg.epochs} epochs, lr {cfg.lr:g}, batch size {cfg.batch_size}, size {cfg.size}"
-    )
+    epochs = f"{cfg.epochs} epochs" + (f" (at least {cfg.min_steps} steps)" if cfg.min_steps else "")
+    line = f"model {cfg.model}, {epochs}, lr {cfg.lr:g}, batch size {cfg.batch_size}, size {cfg.size}"
     if not full:
         return line
     stopping = (
