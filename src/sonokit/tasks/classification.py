@@ -500,7 +500,8 @@ class ClassifyTask(ClassificationTask):
     defaults = {
         "model": "tinycnn",
         "size": 96,
-        "epochs": 15,
+        "epochs": 30,
+        "patience": 0,
         "min_steps": 300,
         "batch_size": 32,
         "lr": 0.005,
@@ -518,7 +519,8 @@ class FetalPlaneTask(ClassificationTask):
     defaults = {
         "model": "tinycnn",
         "size": 96,
-        "epochs": 15,
+        "epochs": 30,
+        "patience": 0,
         "min_steps": 300,
         "batch_size": 32,
         "lr": 0.005,
