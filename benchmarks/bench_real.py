@@ -74,8 +74,12 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "default": Recipe("`sonokit train classify` defaults (src/sonokit/configs/classify.yaml)"),
     "old-default": Recipe(
-        "the defaults before min_steps (15 epochs; early stopping could end a tiny set's run after 6)",
-        {"min_steps": None},
+        "the defaults before 2026-12-04: 15 epochs, early stopping after 5 without gain, no min_steps",
+        {"epochs": 15, "patience": 5},
+    ),
+    "min-steps-300": Recipe(
+        "the old defaults (15 epochs, patience 5) + at least 300 optimizer steps",
+        {"epochs": 15, "patience": 5, "min_steps": 300},
     ),
     "tiny-128": Recipe("tinycnn, input 128", {"size": 128}),
     "tiny-160": Recipe("tinycnn, input 160", {"size": 160}),
