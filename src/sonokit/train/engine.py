@@ -360,7 +360,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.mode)
 
     def _epochs_for_min_steps(self, batches: int) -> int:
-        """Epochs that give at least cfg.min_steps optimizer steps (0 when unset): 80 images at batch 32 make 3
+        """Epochs that give at least cfg.min_steps optimizer steps (0 when unset): 100 images at batch 32 make 3
         steps an epoch, and 15 epochs (45 steps) leave a CNN barely trained."""
         if not self.cfg.min_steps:
             return 0
