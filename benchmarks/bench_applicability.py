@@ -30,9 +30,9 @@ NATURAL = ("astronaut", "camera", "cat", "coffee", "chelsea", "rocket", "coins",
 
 
 def _train(work: Path, n: int, epochs: int) -> Path:
+    from sonokit.core.config import resolve_config
     from sonokit.synth import make_dataset
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     run = work / "run"
@@ -137,7 +137,7 @@ def main() -> None:
 
     import torch
 
-    from sonokit.predict.runner import input_items, load_run
+    from sonokit.core.run import input_items, load_run
     from sonokit.retrieval.runs import infer_with_embeddings, run_splits
     from sonokit.uncertainty.applicability import fit_for_run
 

@@ -35,9 +35,9 @@ NATURAL = ("astronaut", "camera", "cat", "coffee", "chelsea", "rocket", "coins",
 
 
 def _train(work: Path, n: int, epochs: int) -> dict[str, Path]:
+    from sonokit.core.config import resolve_config
     from sonokit.synth import make_dataset
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     data = work / "echo"

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sonokit.core.config import resolve_config
+from sonokit.core.run import LoadedRun, load_run
 from sonokit.echo.frames import PreparedCine, compact, prepare_frames
 from sonokit.echo.predict import EchoModel, measure_lv, video_ef
 from sonokit.io import open_cine, write_video
-from sonokit.predict.runner import LoadedRun, load_run
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
 from sonokit.utils import atomic_write_text
 
 N_FRAMES = 200

@@ -30,12 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonokit.core.config import resolve_config
+from sonokit.core.loop import amp_dtype
+from sonokit.core.run import load_run, split_index
 from sonokit.evaluate.bootstrap import bootstrap_ci
-from sonokit.evaluate.runner import SPLITS_FILE, apply_saved_splits, evaluate_items
-from sonokit.predict.runner import load_run
+from sonokit.evaluate.runner import evaluate_items
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
-from sonokit.train.engine import amp_dtype, train
+from sonokit.train.engine import train
 from sonokit.utils import atomic_write_text
 
 
@@ -92,7 +93,7 @@ def test_variant(v: Variant, run_dir: Path, args: argparse.Namespace) -> tuple[d
     run = load_run(run_dir, args.device)
     task = run.task
     task.opts = task.opts.model_copy(update={"clip_stride": v.test_stride})
-    index = apply_saved_splits(task.prepare_index(), run_dir / SPLITS_FILE)
+    index, _ = split_index(run)
     items = task.expand(index[index["split"] == "test"])
     start = time.perf_counter()
     metrics = evaluate_items(

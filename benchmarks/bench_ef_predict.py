@@ -46,12 +46,12 @@ import numpy as np
 import torch
 
 from bench_ef import fresh_model, trained_model
+from sonokit.core.loop import channels_last_model
 from sonokit.echo import predict as echo_predict
 from sonokit.echo import video_models
 from sonokit.echo.predict import EchoModel, predict_studies, prepare_for_prediction
 from sonokit.io import write_video
 from sonokit.models import inference
-from sonokit.train.engine import channels_last_model
 
 
 def make_videos(folder: Path, n: int, unique: int) -> list[Path]:

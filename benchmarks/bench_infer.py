@@ -62,12 +62,12 @@ def build_task_model(name: str) -> tuple[torch.nn.Module, tuple[int, ...], str]:
     """(eval-mode model, one sample's shape, model description) for a task with its default config."""
     import importlib
 
+    from sonokit.core.config import resolve_config
     from sonokit.export import sample_shape
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
 
     if name == "quality":
-        importlib.import_module("sonokit.tasks.quality")  # registers itself on import
+        importlib.import_module("sonokit.quality.task")  # registers itself on import
     cls = get_task(name)
     cfg = resolve_config(name, None, {}, task_defaults=cls.defaults)
     task = cls(cfg)

@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 from blus_like import make_blus_like
+from sonokit.core.config import resolve_config
+from sonokit.core.distributed import DistInfo, pick_device
 from sonokit.data.cache import PreprocessedCache, summarize
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
-from sonokit.train.distributed import DistInfo, pick_device
 from sonokit.train.engine import Trainer
 
 
@@ -86,7 +86,7 @@ def _pass(loader, limit_s: float | None = None) -> tuple[int, float]:
 
 def _compute_only(trainer: Trainer, batches: list) -> float:
     """Seconds of the training steps alone (forward, loss, backward, step) on batches already in memory."""
-    from sonokit.train.engine import to_device
+    from sonokit.core.loop import to_device
 
     task, cfg = trainer.task, trainer.cfg
     trainer.net.train()

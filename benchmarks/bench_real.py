@@ -45,9 +45,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonokit.core.config import TrainConfig, resolve_config
 from sonokit.evaluate.metrics import accuracy, auroc_ovr, classification_metrics, macro_f1
 from sonokit.tasks import get_task
-from sonokit.train.config import TrainConfig, resolve_config
 from sonokit.train.cv import fold_index, fold_indices
 from sonokit.train.engine import fit
 from sonokit.utils import atomic_write_json, atomic_write_text
@@ -302,7 +302,7 @@ def run_cnn(ds: Dataset, out: Path, name: str, which: list[int] | None, n_boot: 
     cfg = base_config(ds, root, recipe, n_boot)
     saved = root / "config.yaml"
     if saved.is_file():
-        from sonokit.train.config import load_run_config
+        from sonokit.core.config import load_run_config
 
         if load_run_config(root).hash() != cfg.hash():
             raise SystemExit(f"{root} was trained with another config; move it away to rerun recipe {name!r}")
@@ -365,8 +365,9 @@ def _cycle(loader: torch.utils.data.DataLoader):
 
 def time_epoch(ds: Dataset, out: Path, names: list[str], batches: int) -> list[str]:
     """Seconds per full training epoch of each recipe, from `batches` timed batches after one warm-up batch."""
-    from sonokit.train.distributed import DistInfo, pick_device
-    from sonokit.train.engine import Trainer, to_device
+    from sonokit.core.distributed import DistInfo, pick_device
+    from sonokit.core.loop import to_device
+    from sonokit.train.engine import Trainer
 
     lines = [
         "| recipe | model | size | network s/batch | data s/batch | batches/epoch | s/epoch (est.) |",

@@ -38,9 +38,9 @@ from sonokit.utils import atomic_write_text
 
 def train_run(args: argparse.Namespace, run_dir: Path) -> Path:
     """An lv-seg run trained on simulated data (made when --synth does not exist yet)."""
+    from sonokit.core.config import resolve_config
     from sonokit.synth import make_echo_dataset
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     synth = Path(args.synth or run_dir.parent / f"synth_{args.realism}")
@@ -65,7 +65,7 @@ def train_run(args: argparse.Namespace, run_dir: Path) -> Path:
 
 def training_mean_ef(run_dir: Path) -> float:
     """Mean EF of the run's training videos (its splits.csv when there is one, else its whole FileList)."""
-    from sonokit.predict.runner import load_run
+    from sonokit.core.run import load_run
 
     run = load_run(run_dir, "cpu")
     filelist = pd.read_csv(Path(run.task.cfg.data) / "FileList.csv")

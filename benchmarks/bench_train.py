@@ -27,10 +27,11 @@ from typing import Any
 import torch
 import yaml
 
+from sonokit.core.config import resolve_config
+from sonokit.core.distributed import DistInfo, pick_device
+from sonokit.core.loop import to_device
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
-from sonokit.train.distributed import DistInfo, pick_device
-from sonokit.train.engine import Trainer, to_device
+from sonokit.train.engine import Trainer
 from sonokit.utils import atomic_write_text
 
 DATA = {

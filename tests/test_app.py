@@ -30,8 +30,8 @@ NONE = "(none)"
 
 
 def _train(task: str, data: Path, out: Path, **overrides) -> Path:
+    from sonokit.core.config import resolve_config
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     cls = get_task(task)
@@ -54,7 +54,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
     from sonokit.synth import make_dataset
 
-    importlib.import_module("sonokit.tasks.quality")  # registers the quality task
+    importlib.import_module("sonokit.quality.task")  # registers the quality task
     root = tmp_path_factory.mktemp("app")
     # the basic look, not the default full one: trained one epoch on five full-look cines, the EF model gave no
     # headline EF for the simulated video the headless-browser test uploads (NaN, the page showed n/a)
@@ -209,7 +209,7 @@ def test_echo_and_valve_pages_say_not_applicable_for_foreign_uploads(
 
 
 def test_classifier_page_with_quality_gate_first(trained, monkeypatch) -> None:
-    from sonokit.predict import load_run, predict_files
+    from sonokit.predict import Predictor, load_run
     from sonokit.quality.gate import decide
 
     images = sorted((trained["fetal_data"] / "Images").glob("*.png"))
@@ -225,7 +225,7 @@ def test_classifier_page_with_quality_gate_first(trained, monkeypatch) -> None:
                  ("noisy.png", noisy))  # fmt: skip
 
     run = load_run(trained["fetal"], "cpu")
-    preds, errors = predict_files(run, [clean])
+    preds, errors = Predictor(run).table([clean])
     assert not errors
     predictions = [m.value for m in at.get("metric") if m.label == "Prediction"]
     text = _texts(at)

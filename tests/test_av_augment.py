@@ -11,8 +11,8 @@ import torch
 
 from sonokit.av.boxes import Letterbox, box_iou
 from sonokit.av.experiments import AUGMENT_SETS
+from sonokit.core.config import resolve_config
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
 
 SIZE = 96
 VALVE = (30, 40, 58, 64)  # x1, y1, x2, y2 of the bright square

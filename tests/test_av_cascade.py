@@ -20,9 +20,9 @@ QUICK = {"epochs": 1, "limit_train_batches": 2, "n_boot": 10, "device": "cpu"}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    from sonokit.core.config import resolve_config
     from sonokit.synth.psax import make_psax_dataset
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     root = tmp_path_factory.mktemp("av")

@@ -21,9 +21,9 @@ DICOM_FRAMES = 30
 
 
 def train_tiny_run(root: Path) -> tuple[Path, Path]:
+    from sonokit.core.config import resolve_config
     from sonokit.synth import make_dataset
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     data = root / "fp"
@@ -52,7 +52,7 @@ def setup(tmp_path_factory) -> dict:
 
 
 def _load(run_dir: Path):
-    from sonokit.predict.runner import load_run
+    from sonokit.core.run import load_run
 
     return load_run(run_dir, "cpu")
 
@@ -78,7 +78,7 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 @pytest.mark.slow
 def test_folder_with_corrupt_file_workers(setup) -> None:
-    from sonokit.predict.runner import predict_files
+    from sonokit.predict import Predictor
     from sonokit.predict.stream import stream_predict
 
     run = _load(setup["run"])
@@ -93,7 +93,7 @@ def test_folder_with_corrupt_file_workers(setup) -> None:
     assert list(cine["frame"]) == [str(i) for i in range(DICOM_FRAMES)] + ["all"]  # contiguous, in order
     assert not df["path"].str.endswith("broken.png").any()
     # the streamed result equals the in-memory predictor's (different batch boundaries, same numbers)
-    ref, errors = predict_files(run, [setup["inputs"]], batch_size=5)
+    ref, errors = Predictor(run).table([setup["inputs"]], batch_size=5)
     assert len(errors) == 1
     a, b = _sorted(df), _sorted(ref.astype(str))
     assert list(a.columns) == list(b.columns)
@@ -223,7 +223,7 @@ def test_cli_predict_workers_reports_corrupt_file_and_resumes(setup) -> None:
 @pytest.mark.slow
 def test_uncertainty_columns_stream_with_workers_and_cine_rows(setup) -> None:
     from sonokit.errors import InputError
-    from sonokit.predict.runner import predict_to_csv
+    from sonokit.predict.predictor import predict_to_csv
     from sonokit.predict.uncertainty import COLUMNS
     from sonokit.uncertainty.report import run_uncertainty
 

@@ -53,7 +53,7 @@ CONFIG = "n_boot: 0\nbalance: none\nthreads: 1\noptions:\n  gradcam_samples: 0\n
 
 
 def test_shard_sampler_gives_the_same_global_batches() -> None:
-    from sonokit.train.distributed import ShardSampler
+    from sonokit.core.distributed import ShardSampler
 
     n, global_batch, world = 20, 8, 2
     for epoch in range(3):
@@ -165,7 +165,7 @@ def test_two_process_run_matches_single_process(tmp_path) -> None:
 
 
 def test_shard_sampler_draws_per_group_rows_afresh_each_epoch() -> None:
-    from sonokit.train.distributed import ShardSampler
+    from sonokit.core.distributed import ShardSampler
 
     groups = [np.arange(0, 10), np.arange(10, 30), np.array([30])]  # two videos' frames and one still image
     seen: set[int] = set()

@@ -112,8 +112,8 @@ def test_appearance_augment_is_seeded_keeps_black_and_changes_the_look() -> None
 def test_lv_seg_has_it_off_by_default_and_options_switch_it_on(tmp_path: Path) -> None:
     """Off by default (it damped the LV motion: simulated EF bias -8.6, README); the options turn it on and
     `augment.enabled: false` turns every LV augmentation off."""
+    from sonokit.core.config import resolve_config
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
 
     def task(**overrides):
         cls = get_task("lv-seg")

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sonokit.core.config import resolve_config
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
 from sonokit.train.engine import train
 
 N_VIDEOS = 8  # splits by case index: 6 train, 1 val, 1 test
@@ -286,8 +286,8 @@ def test_ef_predict_keeps_every_answer_when_the_lv_model_finds_nothing(predicted
 def test_prepared_video_model_gives_the_unprepared_ef(predicted, runs) -> None:
     """BatchNorm folded and grey clips fed once (prepare_for_prediction) change EF by float rounding only, on the
     real colour-coded DICOM, its AVI and a simulated cine."""
+    from sonokit.core.run import load_run
     from sonokit.echo.predict import EchoModel, load_echo_models, predict_studies
-    from sonokit.predict.runner import load_run
 
     prepared = load_echo_models([runs["ef"]], "cpu")
     assert prepared[0].gray
@@ -308,12 +308,12 @@ def test_fast_clip_path_gives_the_clip_by_clip_ef(runs, tmp_path) -> None:
 
     import torch
 
+    from sonokit.core.run import load_run
     from sonokit.echo.beats import Beat
     from sonokit.echo.data import clip_starts, clip_tensor, take_clip
     from sonokit.echo.frames import load_study
     from sonokit.echo.predict import EchoModel, load_echo_models, predict_studies, video_ef
     from sonokit.io import write_video
-    from sonokit.predict.runner import load_run
     from sonokit.synth.echo import render_echo, sample_echo_case
     from sonokit.tasks.base import normalise_batch
 

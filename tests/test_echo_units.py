@@ -63,10 +63,10 @@ def test_torch_simpson_volume_equals_clinical_simpson_on_simulated_tracings(tmp_
     """The lv-trace volume loss computes Simpson's volume in torch: it must be clinical.simpson's number on real
     tracings (both ED and ES of simulated cines, as written and in the model's canonical, normalised order), with
     a finite gradient, and the loss must be zero for a perfect prediction and grow with a volume error."""
+    from sonokit.core.config import resolve_config
     from sonokit.data.echonet import read_echonet
     from sonokit.synth import make_echo_dataset
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
 
     root = make_echo_dataset(tmp_path / "echo", n=2, seed=5)
     traced = [lines for frames in read_echonet(root).tracings.values() for lines in frames.values()]
@@ -239,9 +239,9 @@ def test_unknown_models_fail_with_the_choices() -> None:
 @pytest.mark.slow
 def test_ef_task_loads_an_echonet_checkpoint_with_module_prefix(tmp_path) -> None:
     """EchoNet-Dynamic saves {"state_dict": DataParallel weights, "opt_dict": ...}; `--weights` must load it all."""
+    from sonokit.core.config import resolve_config
     from sonokit.echo.video_models import create_video_model
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
 
     torch.manual_seed(0)
     source = create_video_model("r2plus1d_18")

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
+from sonokit.core.config import resolve_config, resume_config
 from sonokit.errors import InputError
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config, resume_config
 from sonokit.train.engine import fit, train
 
 CLASSES = ("disc", "bar", "ring")
@@ -251,8 +251,8 @@ def test_corrupt_image_is_reported_by_name(tmp_path) -> None:
 
 
 def test_configs_match_task_defaults_and_reject_typos(tmp_path) -> None:
+    from sonokit.core.config import parse_sets, read_yaml
     from sonokit.tasks import task_names
-    from sonokit.train.config import parse_sets, read_yaml
 
     for name in task_names():
         if not (Path(__file__).parents[1] / "src" / "sonokit" / "configs" / f"{name}.yaml").is_file():
@@ -285,7 +285,7 @@ def test_configs_match_task_defaults_and_reject_typos(tmp_path) -> None:
 
 
 def test_amp_is_off_on_cpu_and_bf16_where_asked() -> None:
-    from sonokit.train.engine import amp_dtype
+    from sonokit.core.loop import amp_dtype
 
     cfg = resolve_config("classify", task_defaults={})
     assert amp_dtype(cfg, torch.device("cpu")) is None
@@ -294,7 +294,7 @@ def test_amp_is_off_on_cpu_and_bf16_where_asked() -> None:
 
 
 def test_gather_outputs_drops_distributed_sampler_padding() -> None:
-    from sonokit.train.distributed import DistInfo, gather_outputs
+    from sonokit.core.distributed import DistInfo, gather_outputs
 
     # DistributedSampler pads the last rank with repeats of the first items; rows come back sorted and unique
     out = gather_outputs({"index": np.array([4, 0, 2, 0]), "y": np.array([40, 0, 20, 0])}, DistInfo())
@@ -304,7 +304,7 @@ def test_gather_outputs_drops_distributed_sampler_padding() -> None:
 def test_channels_last_covers_2d_and_3d_convs_without_changing_outputs() -> None:
     from torch import nn
 
-    from sonokit.train.engine import channels_last_model, to_device
+    from sonokit.core.loop import channels_last_model, to_device
 
     torch.manual_seed(0)
     model = nn.ModuleDict({"c2": nn.Conv2d(3, 4, 3), "c3": nn.Conv3d(3, 4, 3)}).eval()

@@ -157,7 +157,7 @@ def test_train_evaluate_predict_writes_the_run_folder(tmp_path, ybr_dicom) -> No
 
 
 def test_train_help_shows_the_named_tasks_defaults(tmp_path) -> None:
-    from sonokit.train.config import resolve_config
+    from sonokit.core.config import resolve_config
 
     seen, texts = {}, {}
     for task in ("lus", "ef"):

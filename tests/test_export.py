@@ -38,9 +38,9 @@ def sonokit(*args: object) -> tuple[int, str, str]:
 
 def train_tiny_run(root: Path) -> tuple[Path, Path]:
     """A 1-epoch fetal-plane run on 24 simulated 64 px images (what `sonokit train fetal-plane` does)."""
+    from sonokit.core.config import resolve_config
     from sonokit.synth import make_dataset
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     data = root / "fp"
@@ -68,8 +68,8 @@ def exported(tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 def test_cli_export_writes_one_verified_file(exported) -> None:
+    from sonokit.core.run import load_run
     from sonokit.export import read_metadata, state_digest
-    from sonokit.predict.runner import load_run
 
     (code, stdout, stderr), run_dir = exported["proc"], exported["run"]
     assert code == 0, stderr
@@ -91,8 +91,8 @@ def test_onnx_matches_torch_at_batch_1_and_3(exported) -> None:
     """An independent check of the exported file (not the exporter's own verification)."""
     import onnx
 
+    from sonokit.core.run import load_run
     from sonokit.export import OnnxModel
-    from sonokit.predict.runner import load_run
 
     path = exported["run"] / "model.onnx"
     dim0 = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
@@ -135,9 +135,9 @@ def test_predict_backend_onnx_equals_torch(exported) -> None:
 
 @pytest.mark.slow
 def test_stale_onnx_is_not_used(exported, caplog) -> None:
+    from sonokit.core.run import load_run
     from sonokit.errors import ModelError
     from sonokit.export import attach_backend, backend_name
-    from sonokit.predict.runner import load_run
 
     run = load_run(exported["run"], "cpu")
     assert backend_name(attach_backend(run, "auto")) == "onnx"

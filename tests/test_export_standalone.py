@@ -95,9 +95,9 @@ def exported(request, tmp_path_factory) -> dict:
 def _train(root: Path, channels: int) -> Path:
     if channels == 1:
         return train_tiny_run(root)[0]
+    from sonokit.core.config import resolve_config
     from sonokit.synth import make_dataset
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     make_dataset("fetal-planes", root / "fp", n=24, seed=0, size=64)
@@ -200,8 +200,8 @@ def test_standalone_on_real_images(exported, tmp_path) -> None:
 @pytest.mark.parametrize("rule", ["mean", "max"])
 def test_video_rule_equals_sonokit(rule) -> None:
     """The consumer's cine aggregate is the task's video_rows rule, also with ties on the worst class."""
+    from sonokit.core.config import resolve_config
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
 
     classes = ["a", "b", "c"]
     cfg = resolve_config("classify", None, {"options": {"video_rule": rule}}, task_defaults={})
@@ -268,8 +268,8 @@ def test_consumer_bad_inputs(exported, tmp_path) -> None:
 
 def test_echo_and_other_recipes_say_sonokit_only() -> None:
     """Tasks whose preprocessing needs sonokit say so, and what a cine already at model size needs."""
+    from sonokit.core.config import resolve_config
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
 
     def recipe(name: str) -> dict:
         cfg = resolve_config(name, None, {}, task_defaults=get_task(name).defaults)

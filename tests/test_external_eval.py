@@ -48,8 +48,8 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def _train(task: str, data: Path, out: Path, **overrides) -> Path:
+    from sonokit.core.config import resolve_config
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     values = {"data": str(data), "out": str(out), "n_boot": 20, "seed": 0, **overrides}

@@ -471,7 +471,7 @@ def test_a_killed_checkpoint_write_leaves_nothing_that_resume_reads(tiny, tmp_pa
     script = tmp_path / "writer.py"
     script.write_text(
         "import sys, time, torch\n"
-        "from sonokit.train.checkpoint import save_checkpoint\n"
+        "from sonokit.core.checkpoint import save_checkpoint\n"
         "class Stall:\n"
         "    def __reduce__(self):\n"  # pickling stops here, half-way through the write
         "        print('writing', flush=True)\n"
@@ -564,7 +564,7 @@ def test_a_one_frame_avi_predicts_as_one_frame(tiny, tmp_path: Path) -> None:
     import cv2
 
     from sonokit.io import open_cine, write_video
-    from sonokit.predict.runner import predict_to_csv
+    from sonokit.predict.predictor import predict_to_csv
 
     frame = cv2.imread(str(tiny["images"][0]), cv2.IMREAD_GRAYSCALE)
     avi = write_video(tmp_path / "single.avi", frame[None], fps=25.0)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from sonokit.core.loop import channels_last_model
 from sonokit.echo.video_models import create_video_model
 from sonokit.models.inference import GrayInputConv, fold_batchnorm
-from sonokit.train.engine import channels_last_model
 
 
 def _trained_like(name: str) -> nn.Module:

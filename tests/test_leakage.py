@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import shared_data
+from sonokit.core.config import resolve_config
 from sonokit.data.leakage import (
     describe_thumbnails,
     mask_like_name,
@@ -26,7 +27,6 @@ from sonokit.data.leakage import (
 from sonokit.errors import InputError
 from sonokit.preprocess.resize import letterbox
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
 from sonokit.train.engine import train
 
 

@@ -10,6 +10,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
+from sonokit.core.config import resolve_config
 from sonokit.evaluate.ordinal import (
     ordinal_metrics,
     patient_sum_metrics,
@@ -18,7 +19,6 @@ from sonokit.evaluate.ordinal import (
 )
 from sonokit.evaluate.report import write_report
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
 
 
 def _task(name: str, **overrides):

@@ -269,10 +269,10 @@ def test_quality_task_trains_and_the_cli_gates(small_hc18, tmp_path):
     Checks the wiring and outputs, not accuracy (one epoch at 32 px)."""
     from typer.testing import CliRunner
 
-    import sonokit.tasks.quality  # noqa: F401  (registers the task)
+    import sonokit.quality.task  # noqa: F401  (registers the task)
     from sonokit.cli.main import app
-    from sonokit.tasks.quality import QualityTask
-    from sonokit.train.config import resolve_config
+    from sonokit.core.config import resolve_config
+    from sonokit.quality.task import QualityTask
     from sonokit.train.engine import train
 
     cfg = resolve_config(
@@ -336,7 +336,7 @@ def test_sweep_cli_on_a_trained_classifier(small_hc18, tmp_path):
     from typer.testing import CliRunner
 
     from sonokit.cli.main import app
-    from sonokit.train.config import resolve_config
+    from sonokit.core.config import resolve_config
     from sonokit.train.engine import train
 
     table = pd.DataFrame({"path": sorted(str(p) for p in small_hc18.glob("*HC.png"))})

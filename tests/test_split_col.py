@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sonokit.core.config import resolve_config
 from sonokit.data.splits import assign_splits
 from sonokit.synth import make_echo_dataset
 from sonokit.tasks import get_task
-from sonokit.train.config import resolve_config
 
 N = 12
 

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sonokit.core.config import resolve_config
 from sonokit.data.frames import count_frames
 from sonokit.errors import InputError, ModelError
 from sonokit.tasks import get_task, task_names
-from sonokit.train.config import resolve_config
 
 
 def _task(name: str, **overrides):
@@ -195,8 +195,8 @@ def test_lus_trains_on_frames_and_scores_videos(tmp_path_factory) -> None:
 
 
 def test_lus_training_draws_fresh_frames_each_epoch_and_evaluates_a_fixed_set(tmp_path) -> None:
+    from sonokit.core.distributed import ShardSampler
     from sonokit.synth import make_dataset
-    from sonokit.train.distributed import ShardSampler
 
     data = make_dataset("lus", tmp_path / "lus", n=12, seed=1, size=32)
     task = _task("lus", data=str(data / "lus.csv"))  # defaults: every 2nd frame, 16 to evaluate, 8 per epoch

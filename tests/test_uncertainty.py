@@ -364,9 +364,9 @@ def test_uncertainty_and_similar_on_a_trained_run(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from sonokit.cli.main import app
+    from sonokit.core.config import resolve_config
     from sonokit.retrieval.runs import find_similar
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     table = _make_png_table(tmp_path / "data")

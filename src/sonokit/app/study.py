@@ -292,7 +292,7 @@ def load_models(selection: Selection, device: str = "auto") -> Models:
 
 
 def _load_classifier(run_dir: str, device: str):
-    from sonokit.predict.runner import load_run
+    from sonokit.core.run import load_run
 
     run = load_run(run_dir, device)
     if run.task.kind != "classification" or not run.task.classes:
@@ -303,10 +303,10 @@ def _load_classifier(run_dir: str, device: str):
 def _load_quality(run_dir: str, device: str):
     import importlib
 
-    from sonokit.predict.runner import load_run
+    from sonokit.core.run import load_run
 
     try:  # the quality task registers itself on import; older task registries do not list it
-        importlib.import_module("sonokit.tasks.quality")
+        importlib.import_module("sonokit.quality.task")
     except ImportError:
         pass
     run = load_run(run_dir, device)

@@ -66,8 +66,8 @@ class Cascade:
     ) -> None:
         """`applicability`: check each frame with the detector run's applicability check (fitted from its own
         data when missing; without one, a warning and no check)."""
+        from sonokit.core.run import load_run
         from sonokit.models.embedding import FeatureTap
-        from sonokit.predict.runner import load_run
         from sonokit.uncertainty.applicability import load_check
 
         self.det = load_run(det_run, device)
@@ -257,7 +257,7 @@ class Cascade:
 
 def _shown_crop(path: Path, pixels: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
     """A saved crop shows only what lies inside the file's imaging region (burned-in text near the valve goes)."""
-    from sonokit.preprocess.shown import masked_image, region_of
+    from sonokit.data.shown import masked_image, region_of
 
     region = region_of(path)
     x1, y1, x2, y2 = window
@@ -295,13 +295,13 @@ def predict_to_csv(
 def evaluation_rows(cascade: Cascade, data: str | Path | None, split: str) -> pd.DataFrame:
     """The labelled frames of `split`, split exactly as the classifier run was (its splits.csv)."""
     from sonokit.av.data import NO_LABEL, read_av_index, split_av_index
-    from sonokit.evaluate.runner import SPLITS_FILE, apply_saved_splits
+    from sonokit.core.run import SPLITS_FILE, apply_saved_splits, is_training_data
 
     cfg = cascade.cls.cfg
     source = Path(data) if data is not None else Path(cfg.data or "")
     index = read_av_index(source)
     saved = cascade.cls.run_dir / SPLITS_FILE
-    if saved.is_file() and source.resolve() == Path(cfg.data or "").resolve():
+    if saved.is_file() and is_training_data(cascade.cls, source):
         index = apply_saved_splits(index, saved)
     else:
         index = split_av_index(

@@ -112,8 +112,8 @@ class ExperimentPlan:
 
 def _train(task: str, data: Path, run_dir: Path, overrides: dict[str, Any]) -> tuple[Path, float]:
     """Train one run (or reuse a finished one in run_dir); returns (run_dir, seconds spent)."""
+    from sonokit.core.config import resolve_config
     from sonokit.tasks import get_task
-    from sonokit.train.config import resolve_config
     from sonokit.train.engine import train
 
     if (run_dir / "model_card.json").is_file() and (run_dir / "metrics_test.json").is_file():

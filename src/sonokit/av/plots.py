@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sonokit.data.frames import read_gray_array
-from sonokit.preprocess.shown import read_shown
+from sonokit.data.shown import read_shown
 
 GREEN = (0, 200, 0)
 RED = (230, 30, 30)

@@ -25,9 +25,9 @@ from torch import nn
 
 from sonokit.av.boxes import box_iou, clip_boxes, detection_metrics, inverse_map
 from sonokit.av.data import NO_LABEL, read_av_index, split_av_index
+from sonokit.core.registry import register_task
 from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
-from sonokit.tasks import register_task
 from sonokit.tasks.base import Task, TaskOptions, normalise_batch
 from sonokit.tasks.classification import ClassificationOptions, ClassificationTask
 from sonokit.utils import get_logger
@@ -443,7 +443,7 @@ class AVCalcificationTask(_AVIndex, ClassificationTask):
         return spec
 
     def export_recipe(self) -> dict[str, Any]:
-        from sonokit.export.recipe import sonokit_only_recipe
+        from sonokit.tasks.recipe import sonokit_only_recipe
 
         return sonokit_only_recipe(
             self,

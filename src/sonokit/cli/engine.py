@@ -111,8 +111,8 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
 ) -> None:
     """Train a model; evaluates val and test at the end and writes the run folder."""
+    from sonokit.core.config import parse_sets, resolve_config, resume_config
     from sonokit.tasks import get_task
-    from sonokit.train.config import parse_sets, resolve_config, resume_config
     from sonokit.train.engine import default_run_dir, train
 
     _quiet(quiet)
@@ -255,7 +255,7 @@ def predict_cmd(
     Inputs may be files, folders or CSV tables (a `path` column). Rows are appended to OUT.partial after every
     batch and the file is renamed to OUT at the end; --resume continues an interrupted run.
     """
-    from sonokit.predict.runner import predict_to_csv
+    from sonokit.predict.predictor import predict_to_csv
 
     _quiet(quiet)
     res = predict_to_csv(

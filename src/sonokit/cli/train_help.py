@@ -17,8 +17,8 @@ _ARGS_KEY = "sonokit.train_args"
 
 def defaults_line(task: str, full: bool = True) -> str | None:
     """One line of `task`'s defaults (`full` adds channels and early stopping), or None for an unknown task."""
+    from sonokit.core.config import config_tasks, resolve_config
     from sonokit.errors import SonokitError
-    from sonokit.train.config import config_tasks, resolve_config
 
     try:
         if task in config_tasks():
@@ -41,7 +41,7 @@ def defaults_line(task: str, full: bool = True) -> str | None:
 
 def train_epilog(task: str | None) -> str:
     """The help epilog: one task's defaults, or every task's when none (or an unknown one) is named."""
-    from sonokit.train.config import config_tasks
+    from sonokit.core.config import config_tasks
 
     if task:
         line = defaults_line(task)

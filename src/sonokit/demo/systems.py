@@ -35,7 +35,7 @@ def _synth(ctx: Any, kind: str, folder: str, n: int, size: int) -> Path:
 
 
 def _train(ctx: Any, task: str, data: Path, name: str, **overrides: Any) -> Path:
-    from sonokit.train.config import resolve_config
+    from sonokit.core.config import resolve_config
     from sonokit.train.engine import train
 
     run = _fresh(ctx.runs_dir / name)

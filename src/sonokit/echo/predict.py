@@ -52,8 +52,8 @@ def load_echo_models(
 
     `applicability`: load each run's check of whether a cine looks like its training data (RUN/applicability/,
     fitted now from the run's own data when missing); a run whose data is gone answers without one (a warning)."""
+    from sonokit.core.run import load_run
     from sonokit.models.embedding import FeatureTap
-    from sonokit.predict.runner import load_run
     from sonokit.uncertainty.applicability import load_check
 
     if not run_dirs:
@@ -92,8 +92,8 @@ def prepare_for_prediction(model: EchoModel) -> EchoModel:
     BatchNorm folded into the convolutions; a video model in the channels-last layout (oneDNN's fast 3D
     convolutions) and, when its three input channels are one grey cine with one mean and std, fed that grey
     channel once. The model is changed in place and is for prediction only from then on."""
+    from sonokit.core.loop import channels_last_model
     from sonokit.models.inference import fold_batchnorm
-    from sonokit.train.engine import channels_last_model
 
     net = model.run.model.eval()
     fold_batchnorm(net)

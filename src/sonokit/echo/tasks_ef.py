@@ -19,12 +19,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from sonokit.core.registry import register_task
 from sonokit.echo.data import ClipDataset, clip_starts, fill_frame_counts, read_echo_index
 from sonokit.echo.evaluate import baseline_metrics, class_agreement, ef_metrics
 from sonokit.echo.frames import PreparedStore
 from sonokit.errors import InputError
 from sonokit.evaluate.metrics import regression_metrics
-from sonokit.tasks import register_task
 from sonokit.tasks.base import Task, TaskOptions, normalise_batch
 from sonokit.utils import get_logger
 
@@ -326,7 +326,7 @@ class EFTask(Task):
         return spec
 
     def export_recipe(self) -> dict[str, Any]:
-        from sonokit.export.recipe import echo_recipe
+        from sonokit.tasks.recipe import echo_recipe
 
         return echo_recipe(
             self,

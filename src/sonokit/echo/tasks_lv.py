@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from sonokit.core.registry import register_task
 from sonokit.echo.data import FrameDataset, fill_frame_counts, read_echo_index
 from sonokit.echo.evaluate import (
     class_agreement,
@@ -35,7 +36,6 @@ from sonokit.echo.evaluate import (
 from sonokit.echo.frames import PreparedStore
 from sonokit.echo.tracing import canonical_tracing, tracing_area, tracing_errors
 from sonokit.errors import InputError
-from sonokit.tasks import register_task
 from sonokit.tasks.base import Task, TaskOptions, normalise_batch
 from sonokit.utils import get_logger
 
@@ -449,7 +449,7 @@ class LVTask(Task):
         return spec
 
     def export_recipe(self) -> dict[str, Any]:
-        from sonokit.export.recipe import echo_recipe
+        from sonokit.tasks.recipe import echo_recipe
 
         return echo_recipe(self, postprocess="sonokit only (masks/keypoints to LV outline, volumes, EF)")
 

@@ -77,11 +77,11 @@ def evaluate_external(
     Other data defaults to every row (split "all"); the training data defaults to the run's test split, so the
     same command also copies a run's test evaluation (with --by tables) into a folder of its own.
     """
+    from sonokit.core.loop import amp_dtype
+    from sonokit.core.run import is_training_data, load_run, split_rows
     from sonokit.evaluate.breakdown import by_levels
     from sonokit.evaluate.report import write_report
-    from sonokit.evaluate.runner import column_aliases, evaluate_items, evaluation_rows, is_training_data
-    from sonokit.predict.runner import load_run
-    from sonokit.train.engine import amp_dtype
+    from sonokit.evaluate.runner import column_aliases, evaluate_items
 
     run_dir, out = Path(run_dir), Path(out)
     check_out(run_dir, out)
@@ -90,7 +90,7 @@ def evaluate_external(
     run = load_run(run_dir, device)
     same = is_training_data(run, data)
     split = split or ("test" if same else "all")
-    rows, _ = evaluation_rows(run, data, split)
+    rows, _ = split_rows(run, data, split)
     task = run.task
     source = task.cfg.data or ""
     levels = by_levels(rows, by, source, column_aliases(task.cfg)) if by else None

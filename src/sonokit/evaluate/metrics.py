@@ -247,3 +247,18 @@ def finite_or_none(value: float) -> float | None:
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     """The scalar entries of a metrics dict that have a CI (what cross-validation averages and reports show)."""
     return {k: v for k, v in metrics.items() if f"{k}_ci95" in metrics and not isinstance(v, (list, dict))}
+
+
+_LOG_EPS = 1e-12
+
+
+def probs_to_logits(probs: np.ndarray) -> np.ndarray:
+    """Log-probabilities, clipped away from log(0); usable wherever logits are expected (softmax-equivalent)."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), _LOG_EPS, 1.0))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -13,36 +13,16 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sonokit.core.loop import amp_dtype, infer, make_loader
+from sonokit.core.run import is_training_data, load_run, public_columns, split_rows
 from sonokit.errors import InputError
-from sonokit.tasks import Task
 from sonokit.utils import atomic_write_json, get_logger, write_csv
 
 if TYPE_CHECKING:
     from sonokit.evaluate.breakdown import BySpec
+    from sonokit.tasks.base import Task
 
 log = get_logger(__name__)
-
-SPLITS_FILE = "splits.csv"
-
-
-def save_splits(index: pd.DataFrame, run_dir: str | Path) -> Path:
-    """The split of every index row (path[, frame], split): evaluation reuses it exactly (k-fold runs too)."""
-    cols = ["path", "frame", "split"] if "frame" in index.columns else ["path", "split"]
-    return write_csv(index[cols], Path(run_dir) / SPLITS_FILE)
-
-
-def apply_saved_splits(index: pd.DataFrame, path: str | Path) -> pd.DataFrame:
-    """Replace the split column by the one saved at training time (rows not in it get "")."""
-    saved = pd.read_csv(path, dtype=str, keep_default_na=False)
-    keys = [c for c in ("path", "frame") if c in saved.columns and c in index.columns]
-    left = index.drop(columns="split").copy()
-    for k in keys:
-        left[k] = left[k].astype(str)
-    merged = left.merge(saved.drop_duplicates(keys), on=keys, how="left")
-    for k in keys:
-        merged[k] = index[k].to_numpy()
-    merged["split"] = merged["split"].fillna("")
-    return merged
 
 
 def evaluate_items(
@@ -75,8 +55,6 @@ def evaluate_items(
         table_records,
         write_breakdown,
     )
-    from sonokit.predict.runner import public_columns
-    from sonokit.train.engine import infer, make_loader
 
     cfg = task.cfg
     run_dir = Path(run_dir)
@@ -115,42 +93,6 @@ def evaluate_items(
     return metrics
 
 
-def is_training_data(run: Any, data: str | Path | None) -> bool:
-    """Whether `data` is the data set the run was trained on (None: yes, the run's own)."""
-    return data is None or Path(data).resolve() == Path(run.cfg.data or "").resolve()
-
-
-def evaluation_rows(run: Any, data: str | Path | None, split: str) -> tuple[pd.DataFrame, bool]:
-    """(index rows to evaluate, whether they come from the training data), never re-splitting other data.
-
-    The training data gets the run's saved splits (or the same seeded re-derivation), so `test` is the run's
-    own test split. Other data is read as it is: `split` "all" takes every row, any other value the rows of the
-    data's own split column; labels outside the run's classes are an error before anything is predicted.
-    """
-    task = run.task
-    same = is_training_data(run, data)
-    if data is not None:
-        task.cfg = task.cfg.model_copy(update={"data": str(data)})
-    if same:
-        index = task.prepare_index()
-        if (run.run_dir / SPLITS_FILE).is_file():
-            index = apply_saved_splits(index, run.run_dir / SPLITS_FILE)
-    else:
-        index = task.read_index()
-        if index.empty:
-            raise InputError("the dataset index has no rows", task.cfg.data)
-        task.setup_classes(index)  # a trained run keeps its classes: unknown labels stop here
-        if "split" not in index.columns:
-            index = index.assign(split="")
-    rows = index if split == "all" else index[index["split"] == split]
-    if rows.empty:
-        found = ", ".join(sorted(s or '""' for s in index["split"].astype(str).unique()))
-        raise InputError(
-            f"no rows in split {split!r} (splits here: {found}; or use --split all)", task.cfg.data
-        )
-    return rows.reset_index(drop=True), same
-
-
 def column_aliases(cfg: Any) -> dict[str, str]:
     """The data's own column names of the renamed index columns (--by plane when plane is the label column)."""
     pairs = (
@@ -177,8 +119,6 @@ def evaluate_run(
     """
     from sonokit.evaluate.breakdown import by_levels
     from sonokit.evaluate.report import write_report
-    from sonokit.predict.runner import load_run
-    from sonokit.train.engine import amp_dtype
 
     run = load_run(run_dir, device)
     if not is_training_data(run, data):
@@ -187,7 +127,7 @@ def evaluate_run(
             "(an external evaluation folder, the run folder is never written)",
             data,
         )
-    rows, _ = evaluation_rows(run, data, split)
+    rows, _ = split_rows(run, data, split)
     task = run.task
     levels = by_levels(rows, by, task.cfg.data or "", column_aliases(task.cfg)) if by else None
     near = ((run.card.get("training_data") or {}).get("leakage") or {}).get("near_duplicates") or {}

@@ -23,7 +23,7 @@ from sonokit.errors import InputError, ModelError
 from sonokit.utils import get_logger
 
 if TYPE_CHECKING:
-    from sonokit.predict.runner import LoadedRun
+    from sonokit.core.run import LoadedRun
 
 log = get_logger(__name__)
 

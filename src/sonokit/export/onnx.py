@@ -10,7 +10,7 @@ Why these choices:
   a failed export leaves nothing behind.
 - The ONNX metadata holds the model card essentials and a digest of the weights, so `--backend auto` can tell a
   model.onnx that no longer matches model.safetensors (retrained, resumed) and fall back to PyTorch.
-- It also holds the preprocessing recipe (key "preprocess", sonokit.export.recipe), so another runtime can turn a
+- It also holds the preprocessing recipe (key "preprocess", sonokit.tasks.recipe), so another runtime can turn a
   file into the network's input without sonokit (examples/onnx_standalone.py).
 """
 
@@ -270,7 +270,7 @@ def export_run(
     tol: float = 1e-4,
 ) -> ExportResult:
     """Export a trained run folder's best model to `out` (default <run>/model.onnx), verified against PyTorch."""
-    from sonokit.predict.runner import load_run
+    from sonokit.core.run import load_run
 
     run = load_run(run_dir, device="cpu")
     shape = sample_shape(run.task.input_spec())
@@ -283,7 +283,7 @@ def export_run(
         "input_spec": run.task.input_spec(),
         "config_hash": card.get("config_hash"),
         "input": "normalised tensor: (pixels / 255 - mean) / std, see input_spec",
-        # every step from file to tensor and from output to probabilities (sonokit.export.recipe)
+        # every step from file to tensor and from output to probabilities (sonokit.tasks.recipe)
         "preprocess": run.task.export_recipe(),
     }
     return export_model(

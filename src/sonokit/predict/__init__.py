@@ -1,5 +1,6 @@
-"""Prediction on new files with a trained run folder."""
+"""Prediction with a trained run: `Predictor` (in memory or streamed into a CSV) and `sonokit predict`."""
 
-from sonokit.predict.runner import LoadedRun, load_run, predict_files, predict_to_csv
+from sonokit.core.run import LoadedRun, load_run
+from sonokit.predict.predictor import Predictor, predict_to_csv
 
-__all__ = ["LoadedRun", "load_run", "predict_files", "predict_to_csv"]
+__all__ = ["LoadedRun", "Predictor", "load_run", "predict_to_csv"]

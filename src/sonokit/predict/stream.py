@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonokit.core.loop import amp_dtype, concat_parts, forward_batch
+from sonokit.core.run import LoadedRun, public_columns
 from sonokit.data.cache import transient
 from sonokit.errors import InputError, SonokitError
-from sonokit.predict.runner import LoadedRun, public_columns
 from sonokit.utils import atomic_write_text, get_logger, progress
 from sonokit.utils.paths import is_utf8, printable
 
@@ -343,8 +344,6 @@ class _Stream:
         lookup: dict[str, str],
         extra: UncertaintyColumns | None = None,
     ) -> None:
-        from sonokit.train.engine import amp_dtype
-
         self.extra = extra
         self.run = run
         self.writer = writer
@@ -378,14 +377,13 @@ class _Stream:
             self._run_batch()
 
     def _run_batch(self) -> None:
-        from sonokit.train.engine import autocast, to_device
-
         task, run = self.run.task, self.run
         chunk, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
         collate = task.collate or torch.utils.data.default_collate
-        batch = to_device(collate(chunk), run.device)
-        with torch.no_grad(), autocast(run.device, self.dtype):
-            outputs = task.forward(run.model, batch)
+        with torch.no_grad():
+            batch, outputs = forward_batch(
+                task, run.model, collate(chunk), run.device, self.dtype, run.cfg.channels_last
+            )
         part = task.collect(outputs, batch)
         if self.extra is not None:
             part.update(self.extra.take())
@@ -395,8 +393,6 @@ class _Stream:
 
     def _emit(self) -> None:
         """Write every file whose items are all through the model."""
-        from sonokit.train.engine import concat_parts
-
         ready = 0
         while ready < len(self.files) and self.files[ready].end <= self.done_index:
             ready += 1
@@ -441,7 +437,7 @@ def stream_predict(
 
     `uncertainty` adds the columns of sonokit.predict.uncertainty (needs `sonokit uncertainty RUN` first)."""
     from sonokit.export.backend import backend_name
-    from sonokit.predict.runner import _labels_lookup
+    from sonokit.predict.predictor import labels_lookup
 
     out = Path(out)
     partial = partial_path(out)
@@ -451,11 +447,11 @@ def stream_predict(
 
         extra = UncertaintyColumns(run)  # fails before anything is read or written
     files, errors, tables = expand_inputs(inputs)
-    lookup = _labels_lookup(labels, run) if labels is not None else {}
+    lookup = labels_lookup(labels, run) if labels is not None else {}
     if labels is None:
         for table in tables:  # a table with labels gives y_true, as --labels would
             try:
-                lookup.update(_labels_lookup(table, run))
+                lookup.update(labels_lookup(table, run))
             except InputError:
                 pass
     if resume:

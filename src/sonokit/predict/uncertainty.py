@@ -40,7 +40,9 @@ class UncertaintyColumns:
     """Captures embeddings and logits while the run's model predicts, then adds COLUMNS to its rows."""
 
     def __init__(self, run: Any) -> None:
-        from sonokit.retrieval.runs import HeadCapture, load_or_build_index, weights_fingerprint
+        from sonokit.core.run import weights_fingerprint
+        from sonokit.models.capture import HeadCapture
+        from sonokit.retrieval.runs import load_or_build_index
 
         task = run.task
         if task.kind != "classification" or not hasattr(task, "video_rows"):

@@ -270,9 +270,8 @@ def sweep_run(
     plots (the threshold marked in them is the `relative` one asked for). `max_intensity` replaces the top of
     a corruption's sweep (default: its saturation), for a finer grid where a model fails early. Returns the summary.
     """
+    from sonokit.core.run import load_run, split_index
     from sonokit.data.frames import load_frame
-    from sonokit.evaluate.runner import SPLITS_FILE, apply_saved_splits
-    from sonokit.predict import load_run
     from sonokit.quality.plots import plot_sweep
     from sonokit.utils import atomic_write_json, write_csv
 
@@ -291,12 +290,7 @@ def sweep_run(
     task = run.task
     if not task.classes:
         raise InputError(f"the sweep needs a classifier run; {task.name!r} has no classes", run_dir)
-    if data is not None:
-        task.cfg = task.cfg.model_copy(update={"data": str(data)})
-    index = task.prepare_index()
-    same_data = data is None or Path(data).resolve() == Path(run.cfg.data or "").resolve()
-    if same_data and (run.run_dir / SPLITS_FILE).is_file():
-        index = apply_saved_splits(index, run.run_dir / SPLITS_FILE)
+    index, _ = split_index(run, data, resplit=True)
     rows = index if split == "all" else index[index["split"] == split]
     if "label" not in rows.columns:
         raise InputError(

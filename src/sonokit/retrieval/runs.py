@@ -7,7 +7,6 @@ input goes through exactly the preprocessing and normalisation of training and o
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sonokit.core.loop import infer_items
+from sonokit.core.run import file_sha256, split_index, split_items, weights_fingerprint
 from sonokit.errors import InputError, ModelError
+from sonokit.evaluate.metrics import probs_to_logits, softmax
+from sonokit.models.capture import HeadCapture
 from sonokit.retrieval.index import EmbeddingIndex
 from sonokit.retrieval.montage import montage
 from sonokit.utils import get_logger, write_csv
@@ -39,67 +42,18 @@ class SplitOutputs:
 
 
 def run_splits(run: Any, data: str | Path | None = None) -> dict[str, pd.DataFrame]:
-    """Item rows per split, exactly as `sonokit evaluate` derives them (the run's saved splits when the data is
-    the training data)."""
-    from sonokit.evaluate.runner import SPLITS_FILE, apply_saved_splits
-    from sonokit.train.engine import split_items
-
-    task = run.task
-    if data is not None:
-        task.cfg = task.cfg.model_copy(update={"data": str(data)})
-    if task.cfg.data is None:
-        raise InputError("the run does not record its dataset: pass --data PATH", run.run_dir)
-    index = task.prepare_index()
-    same_data = data is None or Path(data).resolve() == Path(run.cfg.data or "").resolve()
-    if same_data and (run.run_dir / SPLITS_FILE).is_file():
-        index = apply_saved_splits(index, run.run_dir / SPLITS_FILE)
-    return split_items(task, index)
-
-
-class HeadCapture:
-    """While attached, collects the head's embedding (its `embed`) and raw outputs of every forward pass."""
-
-    def __init__(self, model: Any) -> None:
-        head = getattr(model, "head", None)
-        if head is None or not hasattr(head, "embed"):
-            raise ModelError(
-                f"{type(model).__name__} has no head with embed(): retrieval needs a registry model "
-                "(and the torch backend)"
-            )
-        self._emb: list[np.ndarray] = []
-        self._out: list[np.ndarray] = []
-        self._handle = head.register_forward_hook(self._hook)
-
-    def _hook(self, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        self._emb.append(module.embed(inputs[0]).float().cpu().numpy())
-        self._out.append(output.float().cpu().numpy())
-
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings, head outputs) captured since the last call, in forward order."""
-        if not self._emb:
-            raise InputError("no items to embed")
-        emb, out = np.concatenate(self._emb), np.concatenate(self._out)
-        self._emb, self._out = [], []
-        return emb, out
-
-    def close(self) -> None:
-        self._handle.remove()
+    """Item rows per split, exactly as `sonokit evaluate` derives them (sonokit.core.run.split_index)."""
+    index, _ = split_index(run, data, resplit=True)
+    return split_items(run.task, index)
 
 
 def infer_with_embeddings(
     run: Any, items: pd.DataFrame, batch_size: int | None = None, desc: str = "embed"
 ) -> SplitOutputs:
     """Run the task's inference over `items`, capturing the head's embedding and logits on the way."""
-    from sonokit.train.engine import amp_dtype, infer, make_loader
-
-    cfg = run.task.cfg
-    dataset = run.task.build_dataset(items, train=False)
-    loader = make_loader(
-        dataset, run.task, batch_size or cfg.eval_batch_size or cfg.batch_size, 0, run.device
-    )
     capture = HeadCapture(run.model)
     try:
-        _, collected = infer(run.task, run.model, loader, run.device, amp_dtype(cfg, run.device), desc=desc)
+        _, collected, dataset = infer_items(run, items, batch_size, desc)
         feats, head_out = capture.take()
     finally:
         capture.close()
@@ -116,8 +70,6 @@ def infer_with_embeddings(
 def class_logits(head_out: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """The head's outputs when they are the class logits (softmax reproduces the task's probabilities), else
     log-probabilities. A head may carry extra outputs (the quality task adds an SSIM column)."""
-    from sonokit.uncertainty.calibration import probs_to_logits, softmax
-
     k = probs.shape[1]
     if head_out.ndim == 2 and head_out.shape[1] >= k:
         cand = head_out[:, :k].astype(np.float64)
@@ -125,19 +77,6 @@ def class_logits(head_out: np.ndarray, probs: np.ndarray) -> np.ndarray:
             return cand
     log.debug("head outputs are not plain class logits; using log-probabilities")
     return probs_to_logits(probs)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def weights_fingerprint(run_dir: str | Path) -> str:
-    """sha256 of the run's weights: an index built with other weights is stale."""
-    return file_sha256(Path(run_dir) / "model.safetensors")
 
 
 #: a neighbour this close (cosine distance) is the query itself: float32 round-off, not a similar case
@@ -224,7 +163,7 @@ def _caption(index: EmbeddingIndex, classes: list[str], j: int, dist: float, sam
 
 def _read_frame(path: str, frame: str) -> np.ndarray:
     """The frame a montage shows: outside the imaging region set to 0 (burned-in text never reaches a PNG)."""
-    from sonokit.preprocess.shown import read_shown
+    from sonokit.data.shown import read_shown
 
     return read_shown(path, int(frame) if frame else 0)
 
@@ -246,7 +185,7 @@ def find_similar(
 
     Returns (csv path or None when nothing could be read, montage paths, one error line per unreadable input).
     """
-    from sonokit.predict.runner import input_items, load_run
+    from sonokit.core.run import input_items, load_run
 
     run = load_run(run_dir, device)
     classes = list(run.task.classes or [])

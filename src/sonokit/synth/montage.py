@@ -59,9 +59,9 @@ def _read_frames(path: Path, indices: list[int] | None = None) -> list[np.ndarra
 
 def _read_gray(path: Path) -> np.ndarray:
     """A grayscale image, whatever bytes its name holds, with everything outside its imaging region set to 0:
-    a real dataset's images carry burned-in text (`sonokit.preprocess.shown`)."""
+    a real dataset's images carry burned-in text (`sonokit.data.shown`)."""
     from sonokit.data.frames import read_gray_array
-    from sonokit.preprocess.shown import read_shown
+    from sonokit.data.shown import read_shown
 
     return read_gray_array(read_shown(path), path)
 
@@ -150,7 +150,7 @@ def _lus_tiles(folder: Path, n: int, scale: int) -> list[np.ndarray]:
 
     table = pd.read_csv(folder / "lus.csv")
     tiles = []
-    from sonokit.preprocess.shown import masked_image, region_of
+    from sonokit.data.shown import masked_image, region_of
 
     for row in _balanced(table, "label", n):
         frames = _read_frames(folder / row["path"])

@@ -1,66 +1,9 @@
-"""Task registry: `get_task(name)` returns the Task class the engine trains; `register_task` adds one.
-
-Built-in task modules are imported lazily on first lookup, so `sonokit --help` stays fast. A new system adds its
-module to _BUILTIN and decorates its class with @register_task.
-"""
+"""The Task contract (sonokit.tasks.base) and the generic image/video classifiers; the registry itself lives in
+sonokit.core.registry so that loading a run needs no task package."""
 
 from __future__ import annotations
 
-import difflib
-import importlib
-
-from sonokit.errors import InputError
+from sonokit.core.registry import get_task, register_task, task_names
 from sonokit.tasks.base import Task, TaskOptions
-
-_TASKS: dict[str, type[Task]] = {}
-_BUILTIN = (
-    "sonokit.tasks.classification",
-    "sonokit.echo.tasks_ef",
-    "sonokit.echo.tasks_lv",
-    "sonokit.av.tasks",
-    "sonokit.tasks.quality",
-)
-_loaded = False
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make `cls` available as `sonokit train <cls.name>`."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no task name")
-    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
-        raise ValueError(f"task {cls.name!r} is registered twice")
-    _TASKS[cls.name] = cls
-    return cls
-
-
-def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        for module in _BUILTIN:
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as err:
-                if err.name != module:  # a missing dependency inside the module is a real error
-                    raise
-        _loaded = True
-
-
-def task_names() -> list[str]:
-    _load_builtin()
-    return sorted(_TASKS)
-
-
-def get_task(name: str) -> type[Task]:
-    _load_builtin()
-    if name not in _TASKS:
-        close = difflib.get_close_matches(name, list(_TASKS), n=2)
-        hint = (
-            f"; did you mean {' or '.join(close)}?"
-            if close
-            else f"; known tasks: {', '.join(sorted(_TASKS))}"
-        )
-        raise InputError(f"unknown task {name!r}{hint}")
-    return _TASKS[name]
-
 
 __all__ = ["Task", "TaskOptions", "get_task", "register_task", "task_names"]

@@ -21,8 +21,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from sonokit.core.config import TrainConfig
 from sonokit.errors import InputError
-from sonokit.train.config import TrainConfig
 from sonokit.utils import get_logger
 
 log = get_logger(__name__)
@@ -229,8 +229,8 @@ class Task:
         }
 
     def export_recipe(self) -> dict[str, Any]:
-        """The preprocessing recipe written into an exported model (sonokit.export.recipe); default: sonokit only."""
-        from sonokit.export.recipe import sonokit_only_recipe
+        """The preprocessing recipe written into an exported model (sonokit.tasks.recipe); default: sonokit only."""
+        from sonokit.tasks.recipe import sonokit_only_recipe
 
         return sonokit_only_recipe(
             self,

@@ -18,9 +18,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from sonokit.core.registry import register_task
 from sonokit.errors import InputError
 from sonokit.evaluate.metrics import accuracy, auroc_ovr, classification_metrics, macro_f1, top_k_accuracy
-from sonokit.tasks import register_task
 from sonokit.tasks.base import ItemDataset, Task, TaskOptions, normalise_batch
 from sonokit.utils import get_logger
 
@@ -403,7 +403,7 @@ class ClassificationTask(Task):
         return spec
 
     def export_recipe(self) -> dict[str, Any]:
-        from sonokit.export.recipe import classifier_recipe
+        from sonokit.tasks.recipe import classifier_recipe
 
         return classifier_recipe(self)
 

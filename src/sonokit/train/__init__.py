@@ -1,6 +1,6 @@
 """The training engine shared by every task: config, checkpoints, model cards, distributed runs, k-fold."""
 
-from sonokit.train.config import TrainConfig, load_run_config, resolve_config
+from sonokit.core.config import TrainConfig, load_run_config, resolve_config
 
 __all__ = ["TrainConfig", "load_run_config", "resolve_config", "train"]
 

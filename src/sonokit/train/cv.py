@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sonokit.core.config import TrainConfig
 from sonokit.errors import InputError
 from sonokit.evaluate.metrics import scalar_metrics
 from sonokit.tasks import get_task
-from sonokit.train.config import TrainConfig
 from sonokit.utils import atomic_write_json, atomic_write_text, get_logger
 
 log = get_logger(__name__)

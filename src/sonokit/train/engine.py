@@ -11,7 +11,6 @@ epochs 3-4 after a kill at epoch 2 draw the same batches and augmentations as an
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -25,10 +24,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sonokit.errors import InputError, ModelError
-from sonokit.tasks import Task, get_task
-from sonokit.train import distributed as D
-from sonokit.train.checkpoint import (
+from sonokit.core import distributed as D
+from sonokit.core.checkpoint import (
     load_checkpoint,
     read_weights,
     rng_state,
@@ -37,18 +34,27 @@ from sonokit.train.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from sonokit.train.config import TrainConfig
+from sonokit.core.config import TrainConfig
+from sonokit.core.loop import (
+    amp_dtype,
+    autocast,
+    channels_last_model,
+    concat_parts,
+    epoch_seed,
+    infer,
+    make_loader,
+    to_device,
+)
+from sonokit.core.run import CARD, CHECKPOINT, WEIGHTS, save_splits, split_items
+from sonokit.errors import InputError, ModelError
+from sonokit.tasks import Task, get_task
 from sonokit.utils import atomic_write_text, get_logger, progress, seed_everything, write_csv
 from sonokit.utils.atomic import remove_stale_temps
 from sonokit.utils.logs import heartbeat_seconds
 
 log = get_logger(__name__)
 
-SPLITS = ("train", "val", "test")
 LOG_COLUMNS = ["epoch", "phase", "loss", "metric", "seconds", "lr"]
-CHECKPOINT = "checkpoint_last.pt"
-WEIGHTS = "model.safetensors"
-CARD = "model_card.json"  # written last: its presence marks a finished run
 LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "ece", "video_mae", "ssim_mae", "point_error"})
 
 
@@ -87,92 +93,6 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / cfg.task / f"{cfg.model}-s{cfg.seed}"
 
 
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA devices that support it ("auto"), nothing on CPU unless asked for."""
-    if cfg.amp == "off":
-        return None
-    if cfg.amp == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
-
-
-def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move every tensor of a (nested) batch; 4-D (images) and 5-D (clips) float tensors optionally to the
-    channels-last memory format, which the oneDNN/AMX convolutions of recent CPUs and tensor cores run fastest."""
-    if isinstance(batch, torch.Tensor):
-        t = batch.to(device, non_blocking=True)
-        if channels_last and t.ndim in _CHANNELS_LAST and t.is_floating_point():
-            t = t.contiguous(memory_format=_CHANNELS_LAST[t.ndim])
-        return t
-    if isinstance(batch, dict):
-        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device, channels_last) for v in batch)
-    return batch
-
-
-def channels_last_model(model: nn.Module) -> nn.Module:
-    """Conv weights to channels-last in place: 4-D (2D convs) and 5-D (3D convs) alike; Module.to() would
-    reject a 4-D weight when asked for the 3-D format, and a two-stream video model holds both."""
-    for param in model.parameters():
-        if param.ndim in _CHANNELS_LAST:
-            param.data = param.data.contiguous(memory_format=_CHANNELS_LAST[param.ndim])
-    return model
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([abs(seed), epoch]).generate_state(1)[0])
-
-
-def _worker_init(worker_id: int) -> None:
-    # torch seeds each worker from the loader's generator; numpy and random follow from it
-    import random
-
-    from sonokit.utils.procs import die_with_parent
-
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)  # noqa: NPY002 (third-party code in workers draws from the legacy global RNG)
-    random.seed(s)
-    die_with_parent()  # a killed training run must not leave its workers behind
-
-
-def make_loader(
-    dataset: torch.utils.data.Dataset,
-    task: Task,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-    *,
-    sampler: torch.utils.data.Sampler | None = None,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-    drop_last: bool = False,
-) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=task.collate,
-        pin_memory=device.type == "cuda",
-        drop_last=drop_last,
-        generator=generator,
-        worker_init_fn=_worker_init if num_workers > 0 else None,
-    )
-
-
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; biases and normalisation parameters (1-D) get no weight decay."""
     decay, no_decay = [], []
@@ -203,42 +123,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, mode: st
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def infer(
-    task: Task,
-    model: nn.Module,
-    loader: torch.utils.data.DataLoader,
-    device: torch.device,
-    dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    desc: str = "eval",
-) -> tuple[float, dict[str, np.ndarray]]:
-    """Run a loader through the model without gradients: (mean loss or NaN when unlabelled, collected arrays)."""
-    model.eval()
-    parts: list[dict[str, np.ndarray]] = []
-    loss_sum, count = 0.0, 0
-    with torch.no_grad():
-        for batch in progress(
-            loader, desc=desc, total=len(loader), unit="batch", heartbeat=heartbeat_seconds()
-        ):
-            batch = to_device(batch, device, channels_last)
-            with autocast(device, dtype):
-                outputs = task.forward(model, batch)
-                labelled = task.has_targets(batch)
-                loss = task.loss(outputs, batch) if labelled else None
-            n = len(batch["index"])
-            if loss is not None:
-                loss_sum += float(loss) * n
-                count += n
-            parts.append(task.collect(outputs, batch))
-    return (loss_sum / count if count else math.nan), concat_parts(parts)
-
-
-def concat_parts(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if not parts:
-        return {"index": np.zeros(0, dtype=np.int64)}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 def _better(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
@@ -248,16 +132,6 @@ def _better(value: float, best: float | None, mode: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- the engine
-
-
-def split_items(task: Task, index: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Item rows per split (frames expanded); empty splits are left out."""
-    items = {}
-    for split in SPLITS:
-        rows = index[index["split"] == split]
-        if len(rows):
-            items[split] = task.expand(rows)
-    return items
 
 
 class Trainer:
@@ -463,8 +337,6 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
             if self.fresh:
-                from sonokit.evaluate.runner import save_splits
-
                 save_splits(self.index, self.run_dir)
             log.info(
                 "training %s (%s) into %s: %s",

@@ -4,7 +4,7 @@ Everything here works on arrays (logits, probabilities, labels), so it serves an
 through conformal intervals, regression such as EF.
 """
 
-from sonokit.evaluate.metrics import reliability_bins
+from sonokit.evaluate.metrics import probs_to_logits, reliability_bins
 from sonokit.uncertainty.calibration import (
     TemperatureFit,
     apply_temperature,
@@ -14,7 +14,6 @@ from sonokit.uncertainty.calibration import (
     fit_calibration,
     fit_temperature,
     negative_log_likelihood,
-    probs_to_logits,
 )
 from sonokit.uncertainty.conformal import (
     ConformalClassifier,

@@ -239,7 +239,7 @@ def fit_for_run(
     Any task: a classifier gets one mean per class; a regression or segmentation run (EF, LV, valve detector)
     one mean, with features read where sonokit.models.embedding says. At most `max_items` items per split
     (a seeded sample) are embedded: the covariance and the 99% quantile need hundreds, not a whole archive."""
-    from sonokit.retrieval.runs import weights_fingerprint
+    from sonokit.core.run import weights_fingerprint
 
     if train is None or val is None:
         from sonokit.retrieval.runs import run_splits
@@ -288,14 +288,11 @@ def _embed(run: Any, items: Any, desc: str) -> Any:
 
 def infer_features(run: Any, items: Any, desc: str = "embed") -> np.ndarray:
     """(N, D) features of item rows, in row order, through the task's own dataset and inference loop."""
+    from sonokit.core.loop import infer_items
     from sonokit.models.embedding import FeatureTap
-    from sonokit.train.engine import amp_dtype, infer, make_loader
 
-    cfg = run.task.cfg
-    dataset = run.task.build_dataset(items, train=False)
-    loader = make_loader(dataset, run.task, cfg.eval_batch_size or cfg.batch_size, 0, run.device)
     with FeatureTap(run.model) as tap:
-        _, collected = infer(run.task, run.model, loader, run.device, amp_dtype(cfg, run.device), desc=desc)
+        _, collected, _ = infer_items(run, items, desc=desc)
         feats = tap.take()
     if len(feats) != len(collected["index"]):
         raise ModelError(
@@ -306,7 +303,7 @@ def infer_features(run: Any, items: Any, desc: str = "embed") -> np.ndarray:
 
 def load_or_fit(run: Any) -> ApplicabilityScorer:
     """RUN/applicability/ when it matches the weights, else fitted now (needs the run's training data) and saved."""
-    from sonokit.retrieval.runs import weights_fingerprint
+    from sonokit.core.run import weights_fingerprint
 
     try:
         return ApplicabilityScorer.load(run.run_dir, weights_fingerprint(run.run_dir))

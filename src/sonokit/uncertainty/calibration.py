@@ -19,7 +19,7 @@ import numpy as np
 from sonokit.errors import InputError
 
 # one ECE and one binning for the whole project: the evaluation module's (same (lo, hi] equal-width bins)
-from sonokit.evaluate.metrics import expected_calibration_error
+from sonokit.evaluate.metrics import expected_calibration_error, softmax
 from sonokit.utils import get_logger
 
 log = get_logger(__name__)
@@ -39,18 +39,6 @@ def _check_probs_labels(probs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
     if y.min() < 0 or y.max() >= probs.shape[1]:
         raise InputError(f"labels must lie in [0, {probs.shape[1] - 1}], got [{y.min()}, {y.max()}]")
     return probs, y
-
-
-def probs_to_logits(probs: np.ndarray) -> np.ndarray:
-    """Log-probabilities, clipped away from log(0); usable wherever logits are expected (softmax-equivalent)."""
-    return np.log(np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(logits_val: np.ndarray, y_val: np.ndarray, max_iter: int = 100) -> float:

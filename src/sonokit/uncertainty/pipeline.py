@@ -18,11 +18,11 @@ import numpy as np
 
 from sonokit.errors import InputError
 from sonokit.evaluate.bootstrap import bootstrap_ci
+from sonokit.evaluate.metrics import probs_to_logits
 from sonokit.uncertainty.calibration import (
     apply_temperature,
     calibration_report,
     fit_calibration,
-    probs_to_logits,
 )
 from sonokit.uncertainty.conformal import (
     ConformalClassifier,

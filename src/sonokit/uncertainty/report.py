@@ -39,7 +39,7 @@ def run_uncertainty(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Analyse a run; returns the summary written to <out>/uncertainty.json (out defaults to the run folder)."""
-    from sonokit.predict.runner import load_run
+    from sonokit.core.run import load_run
 
     if not 0.0 < alpha < 1.0:
         raise InputError(f"--alpha must lie strictly between 0 and 1, got {alpha}")

@@ -21,6 +21,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from sonokit.core.registry import register_task
 from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
 from sonokit.evaluate.metrics import accuracy, classification_metrics, macro_f1, regression_metrics
@@ -35,7 +36,6 @@ from sonokit.quality.dataset import (
     plan_corruptions,
     read_clean_images,
 )
-from sonokit.tasks import register_task
 from sonokit.tasks.base import Task, TaskOptions, normalise_batch
 from sonokit.utils import get_logger
 
