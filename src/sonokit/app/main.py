@@ -21,6 +21,7 @@ from sonokit.app import runs as runs_mod
 from sonokit.app.figures import badge_colour, curve_png
 from sonokit.app.report import DISCLAIMER, predictions_csv, report_html
 from sonokit.app.study import Options, Selection, StudyResult, analyse_upload, load_models
+from sonokit.systems import ECHO, VALVE
 
 NONE = "(none)"
 MAX_CACHED = 64
@@ -127,8 +128,11 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
 
         st.subheader("Models")
         echo = groups.get("echo", [])
-        ef = _pick("Echo: EF model (video)", [r for r in echo if r.task == "ef"], "pick_ef")
-        lv = _pick("Echo: LV model (contour, volumes, beats)", [r for r in echo if r.task != "ef"], "pick_lv")
+        video = ECHO.role("video").tasks
+        ef = _pick("Echo: EF model (video)", [r for r in echo if r.task in video], "pick_ef")
+        lv = _pick(
+            "Echo: LV model (contour, volumes, beats)", [r for r in echo if r.task not in video], "pick_lv"
+        )
         cls_runs = groups.get("classification", [])
         labels = st.multiselect(
             "Image classifiers",
@@ -141,10 +145,9 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
             _card(c)
         quality = _pick("Quality gate", groups.get("quality", []), "pick_quality")
         av = groups.get("av", [])
-        av_det = _pick("Aortic valve: detector", [r for r in av if r.task == "av-detect"], "pick_avdet")
-        av_cls = _pick(
-            "Aortic valve: calcification", [r for r in av if r.task == "av-calcification"], "pick_avcls"
-        )
+        detectors, classifiers = VALVE.role("detector").tasks, VALVE.role("classifier").tasks
+        av_det = _pick("Aortic valve: detector", [r for r in av if r.task in detectors], "pick_avdet")
+        av_cls = _pick("Aortic valve: calcification", [r for r in av if r.task in classifiers], "pick_avcls")
 
         st.subheader("Options")
         thresholds = st.selectbox(

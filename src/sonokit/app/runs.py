@@ -13,22 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sonokit.systems import system_of
 from sonokit.utils import get_logger
 
 log = get_logger(__name__)
 
-#: which page section answers for a task; every other task with classes is an image classifier
-ECHO_TASKS = ("ef", "lv-seg", "lv-trace")
-SYSTEM_OF_TASK = {
-    "ef": "echo",
-    "lv-seg": "echo",
-    "lv-trace": "echo",
-    "quality": "quality",
-    "av-detect": "av",
-    "av-calcification": "av",
-}
-#: metrics worth a line in the sidebar, in this order (the first two present are shown)
-HEADLINE = ("mae", "accuracy", "macro_f1", "map50", "auroc", "f1", "rmse", "dice", "mean_iou")
 SKIP_DIRS = {"index", "plots", "checkpoints", ".git", "__pycache__"}
 MAX_DEPTH = 6
 
@@ -49,7 +38,10 @@ class RunInfo:
 
     @property
     def system(self) -> str:
-        return SYSTEM_OF_TASK.get(self.task, "classification" if self.classes else "other")
+        """The page section that answers for the run: its system's, or an image classifier for any other task
+        with classes (a plug-in)."""
+        system = system_of(self.task)
+        return system.name if system else ("classification" if self.classes else "other")
 
     @property
     def label(self) -> str:
@@ -60,7 +52,7 @@ class RunInfo:
         """'mae 7.12 [6.1, 8.3]' strings for the first n headline metrics of a split (val if no test)."""
         table = self.metrics.get(split) or self.metrics.get("val") or {}
         out = []
-        for key in HEADLINE:
+        for key in task_headline(self.task):
             entry = table.get(key)
             value = entry.get("value") if isinstance(entry, dict) else entry
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -122,6 +114,18 @@ def _card_files(root: Path, depth: int = 0):
             and not entry.name.startswith(".")
         ):
             yield from _card_files(entry, depth + 1)
+
+
+def task_headline(task: str) -> tuple[str, ...]:
+    """The task's headline metrics (sonokit.tasks.base.Task.headline); a task this install lacks gets the base
+    class's."""
+    from sonokit.errors import InputError
+    from sonokit.tasks import Task, get_task
+
+    try:
+        return get_task(task).headline
+    except InputError:
+        return Task.headline
 
 
 def discover_runs(root: str | Path) -> list[RunInfo]:

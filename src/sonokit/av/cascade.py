@@ -68,14 +68,11 @@ class Cascade:
         data when missing; without one, a warning and no check)."""
         from sonokit.core.run import load_run
         from sonokit.models.embedding import FeatureTap
+        from sonokit.systems import VALVE
         from sonokit.uncertainty.applicability import load_check
 
-        self.det = load_run(det_run, device)
-        self.cls = load_run(cls_run, device)
-        if self.det.task.name != "av-detect":
-            raise InputError(f"not an av-detect run (task {self.det.task.name!r})", det_run)
-        if self.cls.task.name != "av-calcification":
-            raise InputError(f"not an av-calcification run (task {self.cls.task.name!r})", cls_run)
+        self.det = VALVE.require(load_run(det_run, device), "detector")
+        self.cls = VALVE.require(load_run(cls_run, device), "classifier")
         dopts, copts = self.det.task.opts, self.cls.task.opts
         self.score_threshold = float(dopts.score_threshold if score_threshold is None else score_threshold)
         self.margin = float(copts.margin if margin is None else margin)

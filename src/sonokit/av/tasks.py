@@ -131,6 +131,7 @@ class AVDetectTask(_AVIndex, Task):
     name = "av-detect"
     kind = "detection"
     monitor = ("map50", "max")
+    headline = ("map50", "f1", "recall", "mean_iou")
     Options = DetectOptions
     opts: DetectOptions
     allow_hflip = False
@@ -333,6 +334,7 @@ class CalcificationOptions(ClassificationOptions):
 @register_task
 class AVCalcificationTask(_AVIndex, ClassificationTask):
     name = "av-calcification"
+    headline = ("accuracy", "macro_f1", "auroc", "f1", "recall")
     Options = CalcificationOptions
     opts: CalcificationOptions
     allow_hflip = False

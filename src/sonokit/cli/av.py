@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from sonokit.utils.logs import quiet_command
+
 av_app = typer.Typer(
     help="Aortic valve: detect the valve in PSAX frames, crop it, classify calcification; heuristic baseline; "
     "the paper's experiment tables. Train the two models with `sonokit train av-detect|av-calcification`.",
@@ -26,16 +28,6 @@ def _ints(values: list[str] | None, name: str) -> list[int] | None:
         return [int(v) for v in items]
     except ValueError as err:
         raise InputError(f"{name} takes whole numbers, got {items}") from err
-
-
-def _quiet(quiet: bool) -> None:
-    if quiet:
-        import logging
-
-        from sonokit.utils.logs import set_quiet
-
-        set_quiet(True)
-        logging.getLogger("sonokit").setLevel(logging.WARNING)
 
 
 QUIET = typer.Option(False, "--quiet", help="No progress bars, warnings only.")
@@ -81,7 +73,7 @@ def predict_cmd(
     """Detect, crop and classify: box in original pixels, crop window, calcified probability per frame."""
     from sonokit.av.cascade import ERROR, NO_VALVE, NOT_APPLICABLE, predict_to_csv
 
-    _quiet(quiet)
+    quiet_command(quiet)
     table, errors = predict_to_csv(
         det_run, cls_run, list(inputs), out, crops, every, device, score_threshold, labels, applicability
     )
@@ -121,7 +113,7 @@ def evaluate_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Held-out calcification metrics of the cascade (detector boxes) against the heuristic baseline."""
-    _quiet(quiet)
+    quiet_command(quiet)
     from sonokit.av.cascade import evaluate_cascade
 
     s = evaluate_cascade(
@@ -177,7 +169,7 @@ def heuristic_cmd(
     """The baseline on ground-truth crops: calcified if any pixel >= threshold (or >= N pixels)."""
     from sonokit.av.heuristic import evaluate_heuristic
 
-    _quiet(quiet)
+    quiet_command(quiet)
     table = evaluate_heuristic(
         data,
         out,
@@ -219,7 +211,7 @@ def experiments_cmd(
 ) -> None:
     """Reproduce the shape of the paper's tables: detector per augmentation set, classifier per backbone x
     pooling, with the heuristic rows (CSV + Markdown)."""
-    _quiet(quiet)
+    quiet_command(quiet)
     from sonokit.av.experiments import ExperimentPlan, parse_list, run_experiments
 
     kw = {"seed": seed, "device": device}

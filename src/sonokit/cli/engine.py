@@ -4,26 +4,15 @@ sonokit.evaluate and sonokit.predict."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
 
 from sonokit.errors import InputError
-
-_HEADLINE = (
-    "accuracy",
-    "macro_f1",
-    "top2_accuracy",
-    "auroc",
-    "video_accuracy",
-    "video_macro_f1",
-    "mae",
-    "r2",
-)
-
+from sonokit.utils.logs import quiet_command
 
 # ordinal tasks (options.ordinal, e.g. lus): a second line, so the headline stays as it was
 _ORDINAL = (
@@ -36,7 +25,7 @@ _ORDINAL = (
 )
 
 
-def _headline(metrics: dict, keys: tuple[str, ...] = _HEADLINE) -> str:
+def _headline(metrics: dict, keys: Sequence[str]) -> str:
     parts = []
     for key in keys:
         if metrics.get(key) is not None:
@@ -46,22 +35,18 @@ def _headline(metrics: dict, keys: tuple[str, ...] = _HEADLINE) -> str:
     return ", ".join(parts)
 
 
-def _echo_metrics(name: str, metrics: dict) -> None:
-    """The headline metrics; for ordinal scores a second line with kappa, MAE in points and the patient sums."""
-    typer.echo(f"{name}: {_headline(metrics)}")
+def _echo_metrics(task: str, name: str, metrics: dict) -> None:
+    """The task's headline metrics; for ordinal scores a second line with kappa, MAE in points and the patient
+    sums."""
+    from sonokit.tasks import get_task
+
+    headline = [k for k in get_task(task).headline if k not in _ORDINAL]
+    typer.echo(f"{name}: {_headline(metrics, headline)}")
     ordinal = _headline(metrics, _ORDINAL)
     if ordinal:
         n = metrics.get("n_patients")
         patients = f" ({n} patient{'' if n == 1 else 's'})" if n is not None else ""
         typer.echo(f"{name} ordinal{patients}: {ordinal}")
-
-
-def _quiet(quiet: bool) -> None:
-    if quiet:
-        from sonokit.utils.logs import set_quiet
-
-        set_quiet(True)
-        logging.getLogger("sonokit").setLevel(logging.WARNING)
 
 
 def train_cmd(
@@ -115,7 +100,7 @@ def train_cmd(
     from sonokit.tasks import get_task
     from sonokit.train.engine import default_run_dir, train
 
-    _quiet(quiet)
+    quiet_command(quiet)
     overrides = {
         "data": str(data) if data else None,
         "out": str(out) if out else None,
@@ -164,7 +149,7 @@ def train_cmd(
             metrics = json.loads(path.read_text(encoding="utf-8"))
             if name == "metrics_cv.json":
                 metrics = {k: v["mean"] for k, v in metrics["metrics"].items()}
-            _echo_metrics(name[len("metrics_") : -5], metrics)
+            _echo_metrics(cfg.task, name[len("metrics_") : -5], metrics)
 
 
 def evaluate_cmd(
@@ -200,7 +185,7 @@ def evaluate_cmd(
     validation) into a folder of its own, with --by per site, vendor or EF range."""
     from sonokit.evaluate.breakdown import markdown_table, parse_by
 
-    _quiet(quiet)
+    quiet_command(quiet)
     specs = parse_by(by)
     if out is not None:
         from sonokit.evaluate.external import evaluate_external
@@ -215,7 +200,9 @@ def evaluate_cmd(
         name = split or "test"
         metrics = evaluate_run(run, data=data, split=name, device=device, n_boot=n_boot, by=specs)
         where = run
-    _echo_metrics(name, metrics)
+    from sonokit.core.config import load_run_config
+
+    _echo_metrics(load_run_config(run).task, name, metrics)
     for column, entry in (metrics.get("by") or {}).items():
         import pandas as pd
 
@@ -257,7 +244,7 @@ def predict_cmd(
     """
     from sonokit.predict.predictor import predict_to_csv
 
-    _quiet(quiet)
+    quiet_command(quiet)
     res = predict_to_csv(
         run, list(inputs), out, batch_size=batch_size, device=device, labels=labels,
         backend=backend, workers=workers, resume=resume, uncertainty=uncertainty,

@@ -7,15 +7,7 @@ from pathlib import Path
 
 import typer
 
-
-def _quiet(quiet: bool) -> None:
-    if quiet:
-        import logging
-
-        from sonokit.utils.logs import set_quiet
-
-        set_quiet(True)
-        logging.getLogger("sonokit").setLevel(logging.WARNING)
+from sonokit.utils.logs import quiet_command
 
 
 def _pct(value: float | None) -> str:
@@ -42,7 +34,7 @@ def uncertainty_cmd(
     """Calibration, conformal sets, selective prediction, correctness check and kNN fallback: uncertainty.json."""
     from sonokit.uncertainty.report import run_uncertainty
 
-    _quiet(quiet)
+    quiet_command(quiet)
     s = run_uncertainty(
         run, data=data, alpha=alpha, out=out, device=device, k=k, tsne_max=tsne_max, seed=seed
     )
@@ -108,7 +100,7 @@ def similar_cmd(
     """Show the closest training images: paths and cosine distances (CSV) and one montage PNG per input."""
     from sonokit.retrieval.runs import find_similar
 
-    _quiet(quiet)
+    quiet_command(quiet)
     csv, montages, errors = find_similar(
         run,
         list(inputs),

@@ -115,11 +115,15 @@ def forward_batch(
     device: torch.device,
     dtype: torch.dtype | None = None,
     channels_last: bool = False,
-) -> tuple[Any, Any]:
-    """The one inference step (call it under torch.no_grad): (the batch on the device, the task's outputs)."""
+    with_loss: bool = False,
+) -> tuple[Any, Any, torch.Tensor | None]:
+    """The one batch step of training, evaluation and prediction: (the batch on the device, the task's outputs,
+    the loss when asked for and the batch has targets). Gradients follow the caller's torch.no_grad()."""
     batch = to_device(batch, device, channels_last)
     with autocast(device, dtype):
-        return batch, task.forward(model, batch)
+        outputs = task.forward(model, batch)
+        loss = task.loss(outputs, batch) if with_loss and task.has_targets(batch) else None
+    return batch, outputs, loss
 
 
 def infer(
@@ -139,9 +143,9 @@ def infer(
         for batch in progress(
             loader, desc=desc, total=len(loader), unit="batch", heartbeat=heartbeat_seconds()
         ):
-            batch, outputs = forward_batch(task, model, batch, device, dtype, channels_last)
-            with autocast(device, dtype):
-                loss = task.loss(outputs, batch) if task.has_targets(batch) else None
+            batch, outputs, loss = forward_batch(
+                task, model, batch, device, dtype, channels_last, with_loss=True
+            )
             n = len(batch["index"])
             if loss is not None:
                 loss_sum += float(loss) * n

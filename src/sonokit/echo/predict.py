@@ -31,8 +31,6 @@ from sonokit.utils import get_logger
 
 log = get_logger(__name__)
 
-ROLES = {"ef": "video", "lv-seg": "seg", "lv-trace": "trace"}
-
 
 @dataclass
 class EchoModel:
@@ -54,6 +52,7 @@ def load_echo_models(
     fitted now from the run's own data when missing); a run whose data is gone answers without one (a warning)."""
     from sonokit.core.run import load_run
     from sonokit.models.embedding import FeatureTap
+    from sonokit.systems import ECHO
     from sonokit.uncertainty.applicability import load_check
 
     if not run_dirs:
@@ -61,9 +60,10 @@ def load_echo_models(
     models: list[EchoModel] = []
     for d in run_dirs:
         run = load_run(d, device)
-        role = ROLES.get(run.task.name)
-        if role is None:
-            raise InputError(f"a {run.task.name!r} run; ef predict takes ef, lv-seg and lv-trace runs", d)
+        found = ECHO.role_of(run.task.name)
+        if found is None:
+            raise InputError(f"a {run.task.name!r} run; ef predict takes {', '.join(ECHO.tasks)} runs", d)
+        role = found.name
         same = sum(m.role == role for m in models)
         model = EchoModel(run, role, role if same == 0 else f"{role}{same + 1}")
         model.applicability = load_check(run) if applicability else None

@@ -56,6 +56,7 @@ class EFTask(Task):
     name = "ef"
     kind = "regression"
     monitor = ("mae", "min")
+    headline = ("mae", "rmse", "r2")
     allow_hflip = False
     Options = EFOptions
     opts: EFOptions

@@ -473,6 +473,7 @@ class LVSegTask(LVTask):
     name = "lv-seg"
     kind = "segmentation"
     monitor = ("dice", "max")
+    headline = ("mae", "rmse", "r2", "dice")
     target = "mask"
     intended_use = (
         "Research: segment the LV cavity on apical four-chamber echo frames; LV area per frame, ED/ES frames, "
@@ -544,6 +545,7 @@ class LVTraceTask(LVTask):
     name = "lv-trace"
     kind = "keypoints"
     monitor = ("mae", "min")  # val EF MAE: a small point error can hide ED and ES outlines drawn alike
+    headline = ("mae", "rmse", "r2", "point_error")
     target = "lines"
     Options = LVTraceOptions
     opts: LVTraceOptions

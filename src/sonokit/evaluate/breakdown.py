@@ -22,20 +22,6 @@ from sonokit.errors import InputError
 
 MISSING = "(missing)"
 MAX_LEVELS = 50  # more distinct values than this without bins is a continuous column: ask for bins
-# headline metrics of a level, by task kind, in table order (those the task does not report are left out)
-HEADLINE = {
-    "classification": (
-        "accuracy",
-        "macro_f1",
-        "auroc",
-        "qwk",  # ordinal scores (lus)
-        "video_accuracy",
-        "video_macro_f1",
-        "video_auroc",
-        "video_qwk",
-    ),
-    "regression": ("mae", "rmse", "r2"),
-}
 COUNTS = ("n", "n_videos", "n_groups")
 
 
@@ -197,8 +183,9 @@ def attach_levels(preds: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _headline(kind: str, metrics: dict[str, Any]) -> list[str]:
-    return [k for k in HEADLINE.get(kind, ()) if k in metrics and f"{k}_ci95" in metrics]
+def _headline(task: Any, metrics: dict[str, Any]) -> list[str]:
+    """The task's headline metrics that have a CI (a table row shows value and interval)."""
+    return [k for k in task.headline_of(metrics) if f"{k}_ci95" in metrics]
 
 
 def breakdown_table(
@@ -208,7 +195,7 @@ def breakdown_table(
 
     A bin with no rows stays in the table with n = 0, so a reader sees which ranges the data did not cover.
     """
-    keys = _headline(task.kind, overall)
+    keys = _headline(task, overall)
     rows = []
 
     def row(level: str, m: dict[str, Any]) -> dict[str, Any]:

@@ -381,7 +381,7 @@ class _Stream:
         chunk, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
         collate = task.collate or torch.utils.data.default_collate
         with torch.no_grad():
-            batch, outputs = forward_batch(
+            batch, outputs, _ = forward_batch(
                 task, run.model, collate(chunk), run.device, self.dtype, run.cfg.channels_last
             )
         part = task.collect(outputs, batch)

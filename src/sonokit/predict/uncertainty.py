@@ -43,9 +43,10 @@ class UncertaintyColumns:
         from sonokit.core.run import weights_fingerprint
         from sonokit.models.capture import HeadCapture
         from sonokit.retrieval.runs import load_or_build_index
+        from sonokit.tasks.base import FrameClassifier
 
         task = run.task
-        if task.kind != "classification" or not hasattr(task, "video_rows"):
+        if not isinstance(task, FrameClassifier):
             raise InputError(f"--uncertainty covers classification tasks, not {task.name}", run.run_dir)
         self.task = task
         self.scorer = UncertaintyScorer.load(run.run_dir, weights_fingerprint(run.run_dir))

@@ -166,15 +166,13 @@ def check_with_run(
 ) -> pd.DataFrame:
     """`run_gate` with a trained `quality` run folder as the model, and its applicability check (fitted from the
     run's own data when missing; without one, a warning and empty columns) unless `applicability` is False."""
+    from sonokit.core.run import load_run
     from sonokit.models.embedding import FeatureTap
-    from sonokit.predict import load_run
+    from sonokit.systems import QUALITY
     from sonokit.uncertainty.applicability import load_check
 
     run = load_run(run_dir, device)
-    if not hasattr(run.task, "predict_arrays"):
-        raise InputError(
-            f"not a quality run (task {run.task.name!r}); train one with `sonokit train quality`", run_dir
-        )
+    QUALITY.require(run, "gate", run_dir)
 
     def predict(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return run.task.predict_arrays(run.model, images, run.device)

@@ -222,11 +222,12 @@ def run_predict_fn(run: Any) -> PredictFn:
     import torch
 
     from sonokit.data.datasets import letterbox, to_channels
+    from sonokit.tasks.base import ArrayPredictor
 
     task, cfg = run.task, run.cfg
 
     def prepare(image: np.ndarray) -> np.ndarray:
-        if hasattr(task, "array_input"):
+        if isinstance(task, ArrayPredictor):
             return task.array_input(image)
         return (
             letterbox(to_channels(image, cfg.channels), cfg.size).transpose(2, 0, 1).astype(np.float32)

@@ -21,6 +21,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from sonokit.core.loop import forward_batch
 from sonokit.core.registry import register_task
 from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
@@ -71,6 +72,7 @@ class QualityTask(Task):
     name = "quality"
     kind = "classification"
     monitor = ("accuracy", "max")
+    headline = ("accuracy", "macro_f1", "auroc", "gate_accuracy", "ssim_mae")
     Options = QualityOptions
     opts: QualityOptions
     intended_use = (
@@ -194,10 +196,13 @@ class QualityTask(Task):
         self, model: nn.Module, images: Sequence[np.ndarray], device: torch.device | str = "cpu"
     ) -> tuple[np.ndarray, np.ndarray]:
         """(class probabilities (N, K), estimated SSIM (N,)) for uint8 images at native resolution."""
-        x = torch.from_numpy(np.stack([self.array_input(im) for im in images])).to(device)
+        batch = {"x": torch.from_numpy(np.stack([self.array_input(im) for im in images]))}
         model.eval()
         with torch.no_grad():
-            out = self.forward(model, {"x": x}).float()
+            _, out, _ = forward_batch(
+                self, model, batch, torch.device(device), channels_last=self.cfg.channels_last
+            )
+        out = out.float()
         k = len(self.classes)
         return torch.softmax(out[:, :k], 1).cpu().numpy(), torch.sigmoid(out[:, k]).cpu().numpy()
 

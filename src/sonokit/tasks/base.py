@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,28 @@ class ItemDataset(torch.utils.data.Dataset):
         return {"x": x, "y": torch.as_tensor(y), "index": index}
 
 
+@runtime_checkable
+class FrameClassifier(Protocol):
+    """A classifier that scores frames and folds a video's frames into one row (classify, fetal-plane, lus): what
+    `predict --uncertainty` adds its columns to."""
+
+    classes: list[str] | None
+
+    def video_rows(self, frames: pd.DataFrame) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class ArrayPredictor(Protocol):
+    """A task that scores images already in memory, as in training (the quality gate on a cine's frames, the
+    robustness sweep on corrupted copies)."""
+
+    def array_input(self, image: np.ndarray) -> np.ndarray: ...
+
+    def predict_arrays(
+        self, model: Any, images: Any, device: Any = "cpu"
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 class Task:
     """Base class; subclasses set the class attributes and override the hooks they need."""
 
@@ -74,6 +96,23 @@ class Task:
     kind: ClassVar[str] = "classification"  # "classification" | "regression" | "detection"
     #: metric watched for early stopping and best-checkpoint selection, and whether higher is better
     monitor: ClassVar[tuple[str, str]] = ("macro_f1", "max")
+    #: the metrics a reader looks at first, in this order: the `train`/`evaluate` summary, the training log, the
+    #: --by tables and the app's run list show those of them a run reports
+    headline: ClassVar[tuple[str, ...]] = (
+        "accuracy",
+        "macro_f1",
+        "top2_accuracy",
+        "auroc",
+        "qwk",
+        "video_accuracy",
+        "video_macro_f1",
+        "video_auroc",
+        "video_qwk",
+    )
+    #: metrics where smaller is better (any other is better larger): the direction of --monitor NAME
+    lower_is_better: ClassVar[frozenset[str]] = frozenset(
+        {"loss", "mae", "rmse", "ece", "video_mae", "ssim_mae", "point_error"}
+    )
     #: config defaults for this task; configs/<name>.yaml mirrors them (a test keeps the two equal)
     defaults: ClassVar[dict[str, Any]] = {}
     Options: ClassVar[type[TaskOptions]] = TaskOptions
@@ -81,6 +120,16 @@ class Task:
     allow_hflip: ClassVar[bool] = True
     intended_use: ClassVar[str] = "Research on ultrasound image analysis."
     collate: ClassVar[Callable[[list[Any]], Any] | None] = None
+
+    @classmethod
+    def metric_mode(cls, name: str) -> str:
+        """ "min" or "max": which way `name` gets better."""
+        return "min" if name in cls.lower_is_better else "max"
+
+    @classmethod
+    def headline_of(cls, metrics: dict[str, Any]) -> list[str]:
+        """The headline metrics `metrics` holds, in headline order."""
+        return [k for k in cls.headline if metrics.get(k) is not None]
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg

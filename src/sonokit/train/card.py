@@ -40,36 +40,36 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def build_card(
     *,
-    task: str,
+    task: Any,
     run_name: str,
-    architecture: dict[str, Any],
-    classes: list[str] | None,
-    input_spec: dict[str, Any],
+    model: Any,
+    cfg: Any,
     training_data: dict[str, Any],
-    seed: int,
-    config_hash: str,
-    intended_use: str,
     metrics: dict[str, dict[str, Any]] | None = None,
-    extra: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the card; `metrics` maps split -> metrics dict (only the scalar metrics with CIs are kept)."""
+    """The card of a `model` trained with `cfg` for `task` (its classes, input and state); `metrics` maps split ->
+    metrics dict (only the scalar metrics with CIs are kept), `training` says how the run went."""
+    spec = dict(getattr(model, "spec", {}) or {})
+    spec.setdefault("name", cfg.model)
+    spec["params"] = int(sum(p.numel() for p in model.parameters()))
     card: dict[str, Any] = {
         "schema": SCHEMA,
         "name": run_name,
-        "task": task,
-        "architecture": architecture,
-        "classes": classes,
-        "input": input_spec,
+        "task": task.name,
+        "architecture": spec,
+        "classes": task.classes,
+        "input": task.input_spec(),
         "training_data": training_data,
         "metrics": {split: headline_metrics(m) for split, m in (metrics or {}).items()},
-        "seed": seed,
-        "config_hash": config_hash,
+        "seed": cfg.seed,
+        "config_hash": cfg.hash(),
         "versions": library_versions(),
-        "intended_use": intended_use,
+        "intended_use": task.intended_use,
         "not_for_clinical_use": True,
         "disclaimer": DISCLAIMER,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "training": training or {},
+        "task_state": task.state(),
     }
-    if extra:
-        card.update(extra)
     return card

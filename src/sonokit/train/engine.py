@@ -14,15 +14,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from sonokit.core import distributed as D
 from sonokit.core.checkpoint import (
@@ -37,98 +35,28 @@ from sonokit.core.checkpoint import (
 from sonokit.core.config import TrainConfig
 from sonokit.core.loop import (
     amp_dtype,
-    autocast,
     channels_last_model,
     concat_parts,
     epoch_seed,
+    forward_batch,
     infer,
     make_loader,
-    to_device,
 )
 from sonokit.core.run import CARD, CHECKPOINT, WEIGHTS, save_splits, split_items
 from sonokit.errors import InputError, ModelError
 from sonokit.tasks import Task, get_task
+from sonokit.train.optim import build_optimizer, build_scheduler, step_scheduler
+from sonokit.train.state import LOG_COLUMNS, Callback, EpochEnd, RunState
 from sonokit.utils import atomic_write_text, get_logger, progress, seed_everything, write_csv
 from sonokit.utils.atomic import remove_stale_temps
 from sonokit.utils.logs import heartbeat_seconds
 
 log = get_logger(__name__)
 
-LOG_COLUMNS = ["epoch", "phase", "loss", "metric", "seconds", "lr"]
-LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "ece", "video_mae", "ssim_mae", "point_error"})
-
-
-@dataclass
-class EpochEnd:
-    """What a callback sees after each epoch (after the checkpoint is on disk)."""
-
-    epoch: int  # completed epochs, 1-based
-    epochs: int
-    train_loss: float
-    val_loss: float
-    metric: float
-    best_metric: float | None
-    improved: bool
-    run_dir: Path
-
-
-Callback = Callable[[EpochEnd], None]
-
-
-@dataclass
-class RunState:
-    epoch: int = 0
-    best_metric: float | None = None
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    finished: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     """runs/<task>/<model>-s<seed>: named by what produced it."""
     return Path("runs") / cfg.task / f"{cfg.model}-s{cfg.seed}"
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases and normalisation parameters (1-D) get no weight decay."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, mode: str) -> Any:
-    """Per-epoch schedule: linear warmup then cosine to lr * min_lr_ratio; or reduce-on-plateau; or constant."""
-    if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience
-        )
-    if cfg.scheduler == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-    warm, total, floor = cfg.warmup_epochs, cfg.epochs, cfg.min_lr_ratio
-
-    def factor(epoch: int) -> float:
-        if epoch < warm:
-            return (epoch + 1) / (warm + 1)
-        span = max(total - warm, 1)
-        progress_ = min((epoch - warm) / span, 1.0)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress_))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _better(value: float, best: float | None, mode: str) -> bool:
-    if best is None:
-        return True
-    if not math.isfinite(value):
-        return False
-    return value > best if mode == "max" else value < best
 
 
 # ---------------------------------------------------------------------------------------------- the engine
@@ -158,7 +86,7 @@ class Trainer:
         self.metric_name, self.mode = task.monitor
         if self.cfg.monitor and self.cfg.monitor != self.metric_name:
             self.metric_name = self.cfg.monitor
-            self.mode = "min" if self.cfg.monitor in LOWER_IS_BETTER else "max"
+            self.mode = task.metric_mode(self.cfg.monitor)
 
     # -------------------------------------------------------------------- setup
 
@@ -297,14 +225,7 @@ class Trainer:
         if ckpt.get("config_hash") != self.cfg.hash():
             log.warning("resuming with a config that differs from the checkpoint's (e.g. more epochs)")
         set_rng_state(ckpt["rng"])
-        state = RunState(
-            epoch=int(ckpt["epoch"]),
-            best_metric=ckpt["best_metric"],
-            best_epoch=int(ckpt["best_epoch"]),
-            bad_epochs=int(ckpt["bad_epochs"]),
-            finished=bool(ckpt.get("finished", False)),
-            history=list(ckpt["history"]),
-        )
+        state = RunState.from_checkpoint(ckpt)
         if state.finished and state.epoch < self.cfg.epochs and not self._stopped_early(state):
             state.finished = False
         log.info(
@@ -391,35 +312,10 @@ class Trainer:
         val_seconds = time.perf_counter() - start
 
         state.epoch = epoch + 1
-        state.history += [
-            {
-                "epoch": state.epoch,
-                "phase": "train",
-                "loss": train_loss,
-                "metric": train_metric,
-                "seconds": round(train_seconds, 3),
-                "lr": lr,
-            },
-            {
-                "epoch": state.epoch,
-                "phase": "val",
-                "loss": val_loss,
-                "metric": metric,
-                "seconds": round(val_seconds, 3),
-                "lr": lr,
-            },
-        ]
-        improved = _better(metric, state.best_metric, self.mode)
-        if improved:
-            state.best_metric, state.best_epoch, state.bad_epochs = float(metric), state.epoch, 0
-        else:
-            state.bad_epochs += 1
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(
-                metric if math.isfinite(metric) else (-math.inf if self.mode == "max" else math.inf)
-            )
-        else:
-            self.scheduler.step()
+        state.record("train", train_loss, train_metric, train_seconds, lr)
+        state.record("val", val_loss, metric, val_seconds, lr)
+        improved = state.update_best(metric, self.mode)
+        step_scheduler(self.scheduler, metric, self.mode)
         log.log(
             logging.INFO if self.dist.is_main else logging.DEBUG,
             "epoch %d/%d  train loss %.4f %s %.4f  val loss %.4f %s %.4f%s  (%.1fs)",
@@ -467,10 +363,9 @@ class Trainer:
         ):
             if step >= total:
                 break
-            batch = to_device(batch, self.device, cfg.channels_last)
-            with autocast(self.device, self.dtype):
-                outputs = task.forward(self.net, batch)
-                loss = task.loss(outputs, batch)
+            batch, outputs, loss = forward_batch(
+                task, self.net, batch, self.device, self.dtype, cfg.channels_last, with_loss=True
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -494,16 +389,11 @@ class Trainer:
         save_checkpoint(
             self.run_dir / CHECKPOINT,
             {
-                "epoch": state.epoch,
+                **state.to_checkpoint(),
                 "model": unwrap(self.model).state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(),
-                "best_metric": state.best_metric,
-                "best_epoch": state.best_epoch,
-                "bad_epochs": state.bad_epochs,
-                "finished": state.finished,
-                "history": state.history,
                 "monitor": self.metric_name,
                 "config_hash": self.cfg.hash(),
             },
@@ -515,29 +405,19 @@ class Trainer:
         from sonokit.train.card import build_card
 
         model = unwrap(self.model)
-        spec = dict(getattr(model, "spec", {}) or {})
-        spec.setdefault("name", self.cfg.model)
-        spec["params"] = int(sum(p.numel() for p in model.parameters()))
         return build_card(
-            task=self.task.name,
+            task=self.task,
             run_name=self.run_dir.name,
-            architecture=spec,
-            classes=self.task.classes,
-            input_spec=self.task.input_spec(),
+            model=model,
+            cfg=self.cfg,
             training_data={**self.task.describe_data(self.index, self.items), "leakage": self.leakage},
-            seed=self.cfg.seed,
-            config_hash=self.cfg.hash(),
-            intended_use=self.task.intended_use,
             metrics=metrics,
-            extra={
-                "training": {
-                    "epochs_run": state.epoch,
-                    "best_epoch": state.best_epoch,
-                    "monitor": self.metric_name,
-                    "best_val_metric": state.best_metric,
-                    "stopped_early": self._stopped_early(state),
-                },
-                "task_state": self.task.state(),
+            training={
+                "epochs_run": state.epoch,
+                "best_epoch": state.best_epoch,
+                "monitor": self.metric_name,
+                "best_val_metric": state.best_metric,
+                "stopped_early": self._stopped_early(state),
             },
         )
 
@@ -574,11 +454,7 @@ class Trainer:
         )
         write_report(self.run_dir)
         for split, m in results.items():
-            headline = ", ".join(
-                f"{k} {m[k]:.3f}"
-                for k in ("accuracy", "macro_f1", "video_accuracy", "mae")
-                if m.get(k) is not None
-            )
+            headline = ", ".join(f"{k} {m[k]:.3f}" for k in self.task.headline_of(m))
             log.info("%s: %s", split, headline)
 
 

@@ -26,6 +26,13 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = quiet
 
 
+def quiet_command(quiet: bool) -> None:
+    """A command's own --quiet: no progress bars and warnings only from sonokit's loggers (no-op when False)."""
+    if quiet:
+        set_quiet(True)
+        logging.getLogger("sonokit").setLevel(logging.WARNING)
+
+
 def progress_enabled() -> bool:
     return not _QUIET and sys.stderr.isatty() and os.environ.get("SONOKIT_NO_PROGRESS") is None
 
