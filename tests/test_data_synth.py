@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from sonokit.data import (
-    EchoNetDataset,
     ImageDataset,
     assign_splits,
     class_names,
@@ -39,16 +38,19 @@ def test_synth_echo_through_read_echonet_and_dataset(synth_root: Path) -> None:
     table, problems = simpson_table(index)
     assert not problems and table["EF_diff"].abs().max() < 0.01  # FileList EF is Simpson's EF by construction
 
-    split = index.filelist["Split"].iloc[0]
-    ds = EchoNetDataset(root, split=split, frames=8, period=2, target=("EF", "EDV", "ESV"))
-    clip, target = ds[0]
-    assert clip.shape == (3, 8, 64, 64) and target.shape == (3,)
-    assert target[0].item() == pytest.approx(float(index.split(split)["EF"].iloc[0]), abs=1e-4)
-    all_clips = EchoNetDataset(root, split="all", frames=4, period=4, clips="all", clip_stride=8)[0][0]
-    n_frames = int(index.filelist["NumberOfFrames"].iloc[0])
-    assert all_clips.shape == (len(range(0, n_frames - 12, 8)), 3, 4, 64, 64)
-    frame, mask = EchoNetDataset(root, split="all", mode="masks")[0]
-    assert frame.shape == (3, 64, 64) and 20 < mask.sum().item() < 64 * 64 / 2
+    # the ef task's own dataset reads the folder: one clip per row, its EF as the target
+    from sonokit.core.config import resolve_config
+    from sonokit.tasks import get_task
+
+    cfg = resolve_config(
+        "ef", overrides={"data": str(root), "size": 64, "options": {"frames": 8, "period": 2}}
+    )
+    task = get_task("ef")(cfg)
+    items = task.expand(task.prepare_index())
+    item = task.build_dataset(items, train=False)[0]
+    assert tuple(item["x"].shape) == (3, 8, 64, 64)
+    ef = index.filelist.set_index("FileName")["EF"]
+    assert float(item["y"]) == pytest.approx(float(ef[Path(items["path"].iloc[0]).name]), abs=1e-4)
 
 
 def test_synth_fetal_lus_psax_through_the_table_readers(synth_root: Path) -> None:

@@ -1,7 +1,7 @@
 """Dataset readers, patient-level splits and torch datasets.
 
 Every reader returns the same index DataFrame (path, label, group, split + extras) so tasks never parse formats.
-Torch-based names (ImageDataset, EchoNetDataset, echonet_mean_std) load lazily: reading a table stays light.
+Torch-based names (ImageDataset) load lazily: reading a table stays light.
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ from sonokit.data.tables import class_names, read_table
 
 _LAZY = {
     "ImageDataset": "sonokit.data.datasets",
-    "EchoNetDataset": "sonokit.data.echonet_dataset",
-    "echonet_mean_std": "sonokit.data.echonet_dataset",
 }
 
 __all__ = [
-    "EchoNetDataset",
     "EchoNetIndex",
     "FrameCache",
     "ImageDataset",
@@ -38,7 +35,6 @@ __all__ = [
     "balanced_group_split",
     "class_names",
     "detect_format",
-    "echonet_mean_std",
     "expand_video_frames",
     "load_index",
     "oversample_minority",

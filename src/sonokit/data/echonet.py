@@ -1,7 +1,7 @@
 """EchoNet-Dynamic folders: FileList.csv, VolumeTracings.csv, Videos/*.avi (Ouyang et al., Nature 2020).
 
-This module is the index (pandas/numpy only, fast to import for `sonokit ef simpson`); the torch dataset lives in
-echonet_dataset.py and is re-exported here as `EchoNetDataset` and `echonet_mean_std`.
+This module is the index (pandas/numpy only, fast to import for `sonokit ef simpson`); the ef and LV tasks build
+their datasets from it (sonokit.echo.data).
 
 Facts the readers rely on: FileList's FileName may lack `.avi` while VolumeTracings' has it; Split is TRAIN/VAL/TEST;
 each traced frame has 21 rows, the first the LV long axis, the others chords perpendicular to it; the traced frame
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -171,12 +170,3 @@ def read_echonet(root: str | Path, check_videos: bool = False) -> EchoNetIndex:
         )
     log.debug("EchoNet index: %d videos, %d with tracings", len(filelist), len(tracings))
     return index
-
-
-def __getattr__(name: str) -> Any:
-    # The torch dataset is imported lazily so that reading an index does not pay for importing torch.
-    if name in ("EchoNetDataset", "echonet_mean_std"):
-        from sonokit.data import echonet_dataset
-
-        return getattr(echonet_dataset, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -74,7 +74,7 @@ def load_index(source: str | Path, **kw: Any) -> pd.DataFrame:
     kind = detect_format(source)
     if kind == "echonet":
         raise InputError(
-            "this is an EchoNet-Dynamic folder (FileList.csv): read it with read_echonet / EchoNetDataset",
+            "this is an EchoNet-Dynamic folder (FileList.csv): read it with read_echonet or train ef/lv-seg/lv-trace on it",
             source,
         )
     if kind == "table" and source.is_dir():
