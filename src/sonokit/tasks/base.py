@@ -71,7 +71,8 @@ class Task:
     """Base class; subclasses set the class attributes and override the hooks they need."""
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "classification"  # "classification" | "regression" | "detection"
+    #: "classification" | "regression" | "detection" | "segmentation" | "keypoints"
+    kind: ClassVar[str] = "classification"
     #: metric watched for early stopping and best-checkpoint selection, and whether higher is better
     monitor: ClassVar[tuple[str, str]] = ("macro_f1", "max")
     #: config defaults for this task; configs/<name>.yaml mirrors them (a test keeps the two equal)
