@@ -93,7 +93,8 @@ class Task:
     """Base class; subclasses set the class attributes and override the hooks they need."""
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = "classification"  # "classification" | "regression" | "detection"
+    #: "classification" | "regression" | "detection" | "segmentation" | "keypoints"
+    kind: ClassVar[str] = "classification"
     #: metric watched for early stopping and best-checkpoint selection, and whether higher is better
     monitor: ClassVar[tuple[str, str]] = ("macro_f1", "max")
     #: the metrics a reader looks at first, in this order: the `train`/`evaluate` summary, the training log, the

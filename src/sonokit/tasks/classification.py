@@ -57,6 +57,9 @@ class ClassificationTask(Task):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self._criterion: nn.Module | None = None
+        # balance: weights: the training loss's class weights, kept in the task state so that a loaded run
+        # reports the loss training reported (evaluate, predict with labels)
+        self.class_weights: list[float] | None = None
 
     # ------------------------------------------------------------------ data
 
@@ -181,21 +184,27 @@ class ClassificationTask(Task):
         )
 
     def setup_loss(self, train_items: pd.DataFrame, device: torch.device) -> None:
-        weight = None
+        self.class_weights = None
         if self.cfg.balance == "weights":
             counts = self.class_counts(train_items).astype(float)
             # inverse frequency, mean 1 over the classes present; absent classes get weight 0
             w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
-            weight = torch.tensor(w, dtype=torch.float32, device=device)
-        self._criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
+            self.class_weights = [float(v) for v in w]
+        self._criterion = self._make_criterion(device)
+
+    def _make_criterion(self, device: torch.device) -> nn.Module:
+        weight = None
+        if self.class_weights is not None:
+            weight = torch.tensor(self.class_weights, dtype=torch.float32, device=device)
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=self.cfg.label_smoothing)
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         mean, std = self.cfg.channel_stats()
         return model(normalise_batch(batch["x"], mean, std))
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        if self._criterion is None:
-            self._criterion = nn.CrossEntropyLoss()
+        if self._criterion is None:  # a loaded run: the training loss, from the task state
+            self._criterion = self._make_criterion(outputs.device)
         return self._criterion(outputs.float(), batch["y"].long())
 
     def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -388,6 +397,18 @@ class ClassificationTask(Task):
         return save_gradcams(self, model, dataset, preds, plot_dir, self.opts.gradcam_samples)
 
     # ------------------------------------------------------------------ model card and prediction
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        if self.class_weights is not None:
+            state["class_weights"] = self.class_weights
+        return state
+
+    def load_state(self, card: dict[str, Any]) -> None:
+        super().load_state(card)
+        weights = card.get("class_weights")
+        self.class_weights = [float(v) for v in weights] if weights is not None else None
+        self._criterion = None
 
     def input_spec(self) -> dict[str, Any]:
         spec = super().input_spec()
