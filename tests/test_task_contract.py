@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 import torch
 
+from sonokit.core.config import resolve_config
 from sonokit.tasks import Task, TaskOptions, get_task, task_names
-from sonokit.train.config import resolve_config
 
 SEED = 0
 # what every recipe shares: small batches on the CPU, few bootstrap resamples
@@ -181,7 +181,7 @@ def synth_data(tmp_path_factory) -> Callable[[Recipe], Path]:
 
 
 def _loader(task: Task, dataset: torch.utils.data.Dataset, batch_size: int) -> torch.utils.data.DataLoader:
-    from sonokit.train.engine import make_loader
+    from sonokit.core.loop import make_loader
 
     return make_loader(dataset, task, batch_size, 0, torch.device("cpu"))
 
@@ -197,7 +197,7 @@ def _items(task: Task, index: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def _infer(task: Task, model: torch.nn.Module, items: pd.DataFrame) -> tuple[float, dict[str, np.ndarray]]:
     """The engine's eval loop over the task's eval dataset: (mean loss or NaN when unlabelled, collected)."""
-    from sonokit.train.engine import infer
+    from sonokit.core.loop import infer
 
     dataset = task.build_dataset(items, train=False)
     return infer(task, model, _loader(task, dataset, task.cfg.batch_size), torch.device("cpu"))
@@ -237,7 +237,7 @@ def _parameters(fn: Callable[..., Any]) -> list[tuple[str, Any, Any]]:
 def test_task_keeps_the_base_signatures_and_ships_its_config(name: str) -> None:
     """The engine, evaluation and prediction call every hook with the base class's arguments; the defaults
     are mirrored by configs/<name>.yaml and build a task as they are."""
-    from sonokit.train.config import config_tasks
+    from sonokit.core.config import config_tasks
 
     cls = get_task(name)
     for attr, base in vars(Task).items():
@@ -254,10 +254,10 @@ def test_task_keeps_the_base_signatures_and_ships_its_config(name: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", task_names())
 def test_task_contract(name: str, synth_data, tmp_path: Path) -> None:
-    from sonokit.predict.runner import load_run, public_columns
+    from sonokit.core.checkpoint import save_weights
+    from sonokit.core.loop import channels_last_model, to_device
+    from sonokit.core.run import load_run, public_columns
     from sonokit.train.card import build_card
-    from sonokit.train.checkpoint import save_weights
-    from sonokit.train.engine import channels_last_model, to_device
 
     if name not in RECIPES:
         pytest.fail(f"task {name!r} is registered but has no tiny-data recipe in RECIPES of {__file__}")
@@ -370,17 +370,12 @@ def test_task_contract(name: str, synth_data, tmp_path: Path) -> None:
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     card = build_card(
-        task=name,
+        task=task,
         run_name=run_dir.name,
-        architecture={"name": cfg.model},
-        classes=task.classes,
-        input_spec=task.input_spec(),
+        model=model,
+        cfg=cfg,
         training_data=card_data,
-        seed=cfg.seed,
-        config_hash=cfg.hash(),
-        intended_use=task.intended_use,
         metrics={"test": metrics},
-        extra={"task_state": state},
     )
     assert _strict_json(card)["task_state"] == state
     save_weights(run_dir / "model.safetensors", model, card)
