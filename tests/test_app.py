@@ -477,12 +477,12 @@ def test_server_in_headless_chromium_says_not_applicable_for_a_photograph(traine
 
 
 def test_clip_sampling_option_changes_only_a_copy_of_the_ef_model(trained) -> None:
-    from sonokit.app.study import _with_clip
+    from sonokit.app.echo import with_clip
     from sonokit.echo.predict import load_echo_models, predict_study
 
     (model,) = load_echo_models([trained["ef"]], "cpu")
-    assert _with_clip(model, 16, 4) is model  # the model's own sampling: nothing to change
-    short = _with_clip(model, 8, 2)
+    assert with_clip(model, 16, 4) is model  # the model's own sampling: nothing to change
+    short = with_clip(model, 8, 2)
     assert (short.run.task.opts.frames, short.run.task.opts.period) == (8, 2)
     assert (model.run.task.opts.frames, model.run.task.opts.period) == (
         16,
