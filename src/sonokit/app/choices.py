@@ -31,7 +31,7 @@ class Options:
     ef_headline: str = "video"  # which model gives the headline EF when both are chosen: "video" or "lv"
     frames: int | None = None
     period: int | None = None
-    alpha: float = 0.1
+    alpha: float = 0.1  # the EF interval's; classifier sets keep the level `sonokit uncertainty` fitted
     top_k: int = 3
     n_similar: int = 5
     quality_threshold: float = 0.5

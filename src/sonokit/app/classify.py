@@ -2,13 +2,15 @@
 
 The answer is the task's own (predict_items, dataset, predictions; a cine's video row under the task's video
 rule). First the applicability check: when the upload does not look like the run's training data the system
-says "not applicable" and nothing else. Then temperature, conformal set and abstention fitted on the run's
-validation predictions (sonokit.app.models.calibration). Then Grad-CAM on the masked frame, and the nearest
-training cases with their vote, the upload itself marked when it is one of them.
+says "not applicable" and nothing else. Then, from the state `sonokit uncertainty RUN` fitted on validation
+(sonokit.uncertainty.scorer.UncertaintyScorer, the one `sonokit predict --uncertainty` uses): temperature,
+conformal set and abstention. Then Grad-CAM on the masked frame, and the nearest training cases with their
+vote, the upload itself marked when it is one of them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import numpy as np
 from sonokit.app.choices import Options
 from sonokit.app.failures import SYSTEM_ERRORS, clean, one_line
 from sonokit.app.images import mask, read_masked, unletterbox
-from sonokit.app.models import Calibration, Models, applicability, calibration, similar_index
+from sonokit.app.models import Models, applicability, similar_index, uncertainty_scorer
 from sonokit.errors import InputError
 
 VIDEO_ROW = "all"  # the `frame` of a cine's aggregated row in task.predictions
@@ -43,6 +45,8 @@ class ClassResult:
     unit: str  # "image" or "video (N frames, rule)"
     frame: int | None = None  # frame shown with Grad-CAM (cines)
     conformal_set: list[str] | None = None
+    set_level: float | None = None  # 1 - alpha of the conformal set, as `sonokit uncertainty` fitted it
+    confidence: float | None = None  # temperature-scaled top probability (the CLI's `confidence`)
     abstain: bool | None = None
     abstain_reason: str = ""
     temperature: float | None = None
@@ -73,7 +77,7 @@ def classify(models: Models, run: Any, path: Path, original: dict[int, np.ndarra
     if bad:
         raise InputError(str(bad[0][1]).split(": ", 1)[-1], path)
     out = infer_with_embeddings(run, items.reset_index(drop=True), desc="app")
-    res, i = _answer(run, out, options.top_k)
+    res, i, logits = _answer(run, out, options.top_k)
 
     check = applicability(models, run)
     if isinstance(check, str):
@@ -84,11 +88,11 @@ def classify(models: Models, run: Any, path: Path, original: dict[int, np.ndarra
         if not res.applicable:
             return res  # no set, no Grad-CAM, no similar cases: the model has nothing to say about this file
 
-    cal = calibration(models, run, options.alpha)
-    if isinstance(cal, str):
-        res.notes.append(cal)
+    scorer = uncertainty_scorer(models, run)
+    if isinstance(scorer, str):
+        res.notes.append(scorer)
     else:
-        _calibrate(res, cal, options.alpha)
+        _calibrate(res, scorer, logits, options.alpha)
 
     if options.gradcam:
         try:
@@ -108,8 +112,12 @@ def classify(models: Models, run: Any, path: Path, original: dict[int, np.ndarra
     return res
 
 
-def _answer(run: Any, out: Any, top_k: int) -> tuple[ClassResult, int]:
-    """The answer (a cine's video row, else the first item) and the item shown (the one most sure of it)."""
+def _answer(run: Any, out: Any, top_k: int) -> tuple[ClassResult, int, np.ndarray]:
+    """The answer (a cine's video row, else the first item), the item shown (the one most sure of it) and the
+    (1, K) logits to calibrate: the item's own head logits, as `sonokit predict --uncertainty` scores it, or
+    for a video row the log of its aggregated probabilities."""
+    from sonokit.uncertainty import probs_to_logits
+
     task = run.task
     classes = list(task.classes)
     preds = task.predictions(out.collected, out.items)
@@ -119,9 +127,11 @@ def _answer(run: Any, out: Any, top_k: int) -> tuple[ClassResult, int]:
         probs = video[cols].to_numpy(float)[0]
         n = int((preds["frame"].astype(str) != VIDEO_ROW).sum())
         unit = f"video ({n} frames, {task.opts.video_rule} rule)"
+        logits = probs_to_logits(probs[None])
     else:
         probs = preds[cols].to_numpy(float)[0]
         unit = "frame" if len(out.items) == 1 and "frame" in out.items.columns else "image"
+        logits = np.asarray(out.logits[:1], dtype=np.float64)
     pred = int(np.argmax(probs))
     i = int(np.argmax(out.probs[:, pred]))
     order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
@@ -135,27 +145,33 @@ def _answer(run: Any, out: Any, top_k: int) -> tuple[ClassResult, int]:
         unit=unit,
         frame=int(out.items["frame"].iloc[i]) if "frame" in out.items.columns else None,
     )
-    return res, i
+    return res, i, logits
 
 
-def _calibrate(res: ClassResult, cal: Calibration, alpha: float) -> None:
-    """The conformal set and abstention of the answer under the run's validation calibration."""
-    from sonokit.uncertainty import abstain_flags, apply_temperature, probs_to_logits
-
-    scaled = apply_temperature(probs_to_logits(res.probs[None]), cal.temperature)
-    members = cal.conformal.predict_sets(scaled)[0]
+def _calibrate(res: ClassResult, scorer: Any, logits: np.ndarray, alpha: float) -> None:
+    """Temperature, conformal set and abstention from the run's fitted UncertaintyScorer: for an image, the
+    numbers `sonokit predict --uncertainty` writes for it."""
+    s = scorer.calibrate(logits)
+    members = s["sets"][0]
+    level = 1.0 - scorer.conformal.alpha
+    res.temperature = scorer.temperature
     res.conformal_set = [c for c, m in zip(res.classes, members, strict=True) if m]
-    conf = float(scaled.max())
-    res.abstain = bool(abstain_flags(np.array([conf]), cal.threshold, np.array([members.sum()]))[0])
-    res.temperature = cal.temperature
-    if cal.note:
-        res.notes.append(cal.note)
+    res.set_level = level
+    res.confidence = float(s["confidence"][0])
+    res.abstain = bool(s["abstain"][0])
     reasons = []
-    if conf < cal.threshold:
-        reasons.append(f"confidence {conf:.2f} < {cal.threshold:.2f}")
+    if res.confidence < scorer.abstain_threshold:
+        reasons.append(f"confidence {res.confidence:.2f} < {scorer.abstain_threshold:.2f}")
     if members.sum() != 1:
-        reasons.append(f"{int(members.sum())} classes in the {1 - alpha:.0%} conformal set")
+        reasons.append(f"{int(members.sum())} classes in the {level:.0%} conformal set")
     res.abstain_reason = "; ".join(reasons)
+    if scorer.calibration_note:
+        res.notes.append(scorer.calibration_note)
+    if not math.isclose(alpha, scorer.conformal.alpha):
+        res.notes.append(
+            f"conformal set at the {level:.0%} level `sonokit uncertainty` fitted; the alpha option sets the EF "
+            "interval only"
+        )
 
 
 def _gradcam(run: Any, dataset: Any, i: int, target: int, path: Path, frame: int | None,

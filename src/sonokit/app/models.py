@@ -5,8 +5,9 @@ beside their weights is taken per run folder, once, from the same places the com
 
     similar cases      RUN/index/ (sonokit.retrieval.runs.load_or_build_index; built and saved when missing)
     applicability      RUN/applicability/ (sonokit.uncertainty.applicability.load_or_fit; fitted when missing)
-    calibration        RUN/predictions_val.csv (temperature, LAC conformal sets, abstention threshold; per
-                       run and alpha)
+    calibration        RUN/uncertainty/ (sonokit.uncertainty.scorer.UncertaintyScorer, written by `sonokit
+                       uncertainty RUN`): the very state `sonokit predict --uncertainty` scores with, so the
+                       page and the CLI give one temperature, one conformal set and one abstention per input
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sonokit.app.choices import Selection
@@ -23,17 +23,6 @@ from sonokit.errors import InputError, SonokitError
 from sonokit.utils import get_logger
 
 log = get_logger(__name__)
-
-
-@dataclass
-class Calibration:
-    """What the run's validation predictions say about trusting one answer (fitted once per run and alpha)."""
-
-    temperature: float
-    conformal: Any  # sonokit.uncertainty.ConformalClassifier
-    threshold: float  # confidence below which the model abstains (80 % coverage on validation)
-    n_val: int
-    note: str = ""  # set when the fitted temperature is not used (it made validation ECE worse)
 
 
 @dataclass
@@ -46,7 +35,7 @@ class Models:
     quality: Any = None
     cascade: Any = None
     errors: dict[str, str] = field(default_factory=dict)  # run folder -> why it could not be loaded
-    _calibration: dict[tuple[str, float], Calibration | str] = field(default_factory=dict, repr=False)
+    _scorer: dict[str, Any] = field(default_factory=dict, repr=False)
     _ef_q: dict[tuple[str, float], tuple[float | None, str]] = field(default_factory=dict, repr=False)
     _index: dict[str, Any] = field(default_factory=dict, repr=False)
     _applicability: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -151,46 +140,15 @@ def applicability(models: Models, run: Any) -> Any:
     return _per_run(models._applicability, run, load_or_fit, "no applicability check")
 
 
-def calibration(models: Models, run: Any, alpha: float) -> Calibration | str:
-    """Temperature, LAC conformal sets and the abstention threshold from the run's predictions_val.csv."""
-    import numpy as np
-    import pandas as pd
+def uncertainty_scorer(models: Models, run: Any) -> Any:
+    """The UncertaintyScorer `sonokit uncertainty RUN` fitted for these weights, or why there is none.
 
-    from sonokit.uncertainty import (
-        apply_temperature,
-        confidence_threshold,
-        conformal_classification,
-        fit_calibration,
-        probs_to_logits,
-    )
+    Not fitted here: that analysis embeds every split of the run's data. The page reloads its models when the
+    state is (re)written (sonokit.app.main._stamp)."""
+    from sonokit.retrieval.runs import weights_fingerprint
+    from sonokit.uncertainty.scorer import UncertaintyScorer
 
-    key = (str(run.run_dir), alpha)
-    if key in models._calibration:
-        return models._calibration[key]
-    path = Path(run.run_dir) / "predictions_val.csv"
-    classes = list(run.task.classes)
-    cols = [f"p_{c}" for c in classes]
-    result: Calibration | str
-    if not path.is_file():
-        result = "no validation predictions in the run folder: no conformal set or abstention"
-    else:
-        df = pd.read_csv(path, dtype={"y_true": str, "frame": str}, keep_default_na=False)
-        if "frame" in df.columns:
-            df = df[df["frame"] != "all"]
-        df = df[df["y_true"].isin(classes)]
-        if len(df) < 2 or not set(cols) <= set(df.columns):
-            result = f"{len(df)} labelled validation items: too few to calibrate"
-        else:
-            y = df["y_true"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-            logits = probs_to_logits(df[cols].to_numpy(float))
-            fit = fit_calibration(logits, y)  # T = 1 when the fitted T made validation ECE worse
-            cal = apply_temperature(logits, fit.temperature)
-            result = Calibration(
-                temperature=float(fit.temperature),
-                conformal=conformal_classification(cal, y, alpha, method="lac"),
-                threshold=confidence_threshold(cal.max(axis=1), 0.8),
-                n_val=int(len(y)),
-                note="" if fit.used else fit.note,
-            )
-    models._calibration[key] = result
-    return result
+    def load(run: Any) -> Any:
+        return UncertaintyScorer.load(run.run_dir, weights_fingerprint(run.run_dir))
+
+    return _per_run(models._scorer, run, load, "no conformal set or abstention")

@@ -10,7 +10,7 @@ system is one module of this package, each calling its system's own library func
     echo            sonokit.app.echo (sonokit.echo.predict's EF, EDV/ESV, class, beats, overlay, LV curve;
                     a split-conformal EF interval on the EF run's validation videos)
     classifiers     sonokit.app.classify (applicability first, then temperature, conformal set and abstention
-                    fitted on the run's validation predictions, Grad-CAM, similar training cases)
+                    from the state `sonokit uncertainty` fitted, Grad-CAM, similar training cases)
     aortic valve    sonokit.app.valve (sonokit.av.cascade.Cascade: box, crop, calcification probability)
 
 Every image that reaches the page is masked outside the detected ultrasound region first (burned-in names and
