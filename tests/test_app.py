@@ -77,6 +77,11 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         "avdet": _train("av-detect", psax, runs / "av" / "det", size=64, batch_size=8),
         "avcls": _train("av-calcification", psax, runs / "av" / "cls", size=32, batch_size=8),
     }  # fmt: skip
+    from sonokit.uncertainty.report import run_uncertainty
+
+    # the state `sonokit predict --uncertainty` and the page both score with; alpha 0.5, not the page's 0.1:
+    # two validation images give a finite conformal quantile (a set that can leave classes out) from alpha 1/3
+    run_uncertainty(out["fetal"], alpha=0.5, device="cpu", k=3, tsne_max=0)
     return out
 
 
@@ -257,6 +262,53 @@ def test_classifier_page_with_quality_gate_first(trained, monkeypatch) -> None:
                       and "Quality gate" in str(getattr(e, "value", "")))  # fmt: skip
     first_answer = next(i for i, e in enumerate(flat) if e.type == "metric")
     assert first_gate < first_answer
+
+
+def test_page_and_predict_uncertainty_give_one_calibration_for_one_image(trained, tmp_path) -> None:
+    """Temperature, conformal set, confidence and abstention of an image on the page are the ones `sonokit
+    predict --uncertainty` writes for it: both score with the UncertaintyScorer `sonokit uncertainty` fitted
+    (at alpha 0.5; the page's own alpha option, 0.1, sets only the EF interval). A run without that state gets
+    neither a set from the page nor a table from the CLI."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from sonokit.app.study import Options, Selection, analyse_file, load_models
+    from sonokit.cli.main import app
+    from sonokit.uncertainty.scorer import UncertaintyScorer
+
+    splits = pd.read_csv(trained["fetal"] / "splits.csv")
+    # a training image: in domain, so the applicability check lets the calibration through
+    image = Path(splits.loc[splits["split"] == "train", "path"].iloc[0])
+    out = tmp_path / "pred.csv"
+    cli = CliRunner().invoke(app, ["predict", str(trained["fetal"]), str(image), "--out", str(out),
+                                   "--uncertainty", "--device", "cpu", "--quiet"])  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    (row,) = pd.read_csv(out, dtype={"conformal_set": str}, keep_default_na=False).to_dict("records")
+
+    options = Options(gradcam=False, similar=False)
+    models = load_models(Selection(classifiers=(str(trained["fetal"]),)), "cpu")
+    (page,) = analyse_file(image, image.name, models, options, tmp_path).classifications
+    scorer = UncertaintyScorer.load(trained["fetal"])
+    assert page.applicable is True and row["applicable"] in (True, "True")
+    assert page.prediction == row["y_pred"]
+    assert page.temperature == scorer.temperature and page.set_level == pytest.approx(0.5)
+    assert "|".join(page.conformal_set) == row["conformal_set"]
+    # the scorer's 50% set leaves classes out; a refit at the page's alpha (0.1) on two images held all six
+    assert 0 < len(page.conformal_set) < len(page.classes)
+    assert page.confidence == pytest.approx(float(row["confidence"]), abs=1e-6)
+    assert str(page.abstain) == str(row["abstain"])
+    assert any("the alpha option sets the EF interval only" in n for n in page.notes)
+
+    bare = shutil.copytree(trained["fetal"], tmp_path / "bare", ignore=shutil.ignore_patterns("uncertainty"))
+    cli = CliRunner().invoke(app, ["predict", str(bare), str(image), "--out", str(tmp_path / "bare.csv"),
+                                   "--uncertainty", "--device", "cpu", "--quiet"])  # fmt: skip
+    assert cli.exit_code != 0 and "sonokit uncertainty" in str(cli.exception or cli.output)
+    models = load_models(Selection(classifiers=(str(bare),)), "cpu")
+    (page,) = analyse_file(image, image.name, models, options, tmp_path).classifications
+    assert page.conformal_set is None and page.abstain is None and page.temperature is None
+    assert any(
+        n.startswith("no conformal set or abstention: ") and "sonokit uncertainty" in n for n in page.notes
+    )
 
 
 def _flatten(node) -> list:
@@ -477,12 +529,12 @@ def test_server_in_headless_chromium_says_not_applicable_for_a_photograph(traine
 
 
 def test_clip_sampling_option_changes_only_a_copy_of_the_ef_model(trained) -> None:
-    from sonokit.app.study import _with_clip
+    from sonokit.app.echo import with_clip
     from sonokit.echo.predict import load_echo_models, predict_study
 
     (model,) = load_echo_models([trained["ef"]], "cpu")
-    assert _with_clip(model, 16, 4) is model  # the model's own sampling: nothing to change
-    short = _with_clip(model, 8, 2)
+    assert with_clip(model, 16, 4) is model  # the model's own sampling: nothing to change
+    short = with_clip(model, 8, 2)
     assert (short.run.task.opts.frames, short.run.task.opts.period) == (8, 2)
     assert (model.run.task.opts.frames, model.run.task.opts.period) == (
         16,

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sonokit.app.failures import clean
+from sonokit.app.images import mask, unletterbox
 from sonokit.app.runs import by_system, discover_runs, read_card
 from sonokit.app.study import (
     ClassResult,
@@ -18,13 +20,10 @@ from sonokit.app.study import (
     Options,
     Selection,
     StudyResult,
-    _clean,
     _header,
-    _mask,
     analyse_upload,
     load_models,
     safe_suffix,
-    unletterbox,
 )
 
 
@@ -84,11 +83,11 @@ def test_mask_blanks_burned_in_text_outside_the_fan() -> None:
     fan = render_sector((120, 160), (80, 5), (-35, 35), (10, 110))
     frame = np.where(fan, rng.integers(40, 200, fan.shape), 0).astype(np.uint8)
     frame[2:12, 2:40] = 255  # "DOE^JANE" burned into a corner
-    masked = _mask(frame, detect_sector(frame))
+    masked = mask(frame, detect_sector(frame))
     assert masked is not None and masked[2:12, 2:40].max() == 0
     inside = fan & (masked > 0)
     assert inside.sum() > 0.95 * (fan & (frame > 0)).sum()
-    assert _mask(frame, None) is None  # no region found: nothing is shown
+    assert mask(frame, None) is None  # no region found: nothing is shown
 
 
 def test_header_and_messages_hide_the_temporary_path(tmp_path) -> None:
@@ -96,7 +95,7 @@ def test_header_and_messages_hide_the_temporary_path(tmp_path) -> None:
         {"spatial_format_name": "2D"}], "manufacturer": None})  # fmt: skip
     assert header == {"frames": 3, "spacing_mm": "0.3000 x 0.2500", "regions": "2D"}
     p = tmp_path / "upload.avi"
-    assert _clean(f"{p}: cannot decode", p, "clinic.avi") == "clinic.avi: cannot decode"
+    assert clean(f"{p}: cannot decode", p, "clinic.avi") == "clinic.avi: cannot decode"
     assert safe_suffix("A.DCM") == ".dcm" and safe_suffix("IM_0001") == "" and safe_suffix("x.exe") == ""
 
 

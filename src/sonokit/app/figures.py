@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from sonokit.app.study import EchoResult
+from sonokit.app.echo import EchoResult
 from sonokit.echo.overlay import ED_COLOUR, ES_COLOUR
 
 

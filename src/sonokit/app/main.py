@@ -41,15 +41,16 @@ def _discover(root: str) -> list[runs_mod.RunInfo]:
 
 
 def _stamp(selection: Selection) -> tuple:
-    """Modification times of the chosen weights: a retrained run is reloaded, not served from the cache."""
+    """Modification times of the chosen weights and of the classifiers' `sonokit uncertainty` state: a
+    retrained or newly analysed run is reloaded, not served from the cache."""
+    from sonokit.uncertainty.scorer import SCORER_DIR
+
     dirs = [selection.ef, selection.lv, *selection.classifiers, selection.quality, selection.av_detect,
             selection.av_calcification]  # fmt: skip
-    out = []
-    for d in dirs:
-        if d:
-            w = Path(d) / "model.safetensors"
-            out.append(w.stat().st_mtime_ns if w.is_file() else 0)
-    return tuple(out)
+    files = [Path(d) / "model.safetensors" for d in dirs if d]
+    # the state's files are renamed into that folder when written: its mtime moves
+    files += [Path(d) / SCORER_DIR for d in selection.classifiers]
+    return tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in files)
 
 
 @st.cache_resource(show_spinner="Loading models ...", max_entries=4)
@@ -167,8 +168,10 @@ def sidebar(args: argparse.Namespace) -> tuple[Selection, Options, bool]:
         c1, c2 = st.columns(2)
         frames = c1.number_input("frames / clip", 2, 128, f0, key="opt_frames")
         period = c2.number_input("period", 1, 16, p0, key="opt_period")
-        alpha = st.slider("Conformal alpha", 0.01, 0.5, 0.1, 0.01, key="opt_alpha",
-                          help="Intervals and sets cover the truth with probability 1 - alpha")  # fmt: skip
+        alpha = st.slider("Conformal alpha (EF interval)", 0.01, 0.5, 0.1, 0.01, key="opt_alpha",
+                          help="The EF interval covers the truth with probability 1 - alpha; classifier sets "
+                               "keep the level `sonokit uncertainty` fitted, as `sonokit predict --uncertainty` "
+                               "does")  # fmt: skip
         top_k = st.number_input("top-k classes", 1, 10, 3, key="opt_topk")
         n_similar = st.number_input("similar cases", 0, 10, 5, key="opt_similar")
         quality_threshold = st.slider(
@@ -291,7 +294,9 @@ def show_classification(r: StudyResult) -> None:
                     "Confident: one class in the conformal set, confidence above the abstention threshold."
                 )
             if c.conformal_set is not None:
-                st.caption(f"Conformal set: {', '.join(c.conformal_set) or '(empty)'}")
+                fitted = (f" ({c.set_level:.0%} level, T = {c.temperature:.2f}, as `sonokit uncertainty` fitted)"
+                          if c.set_level is not None and c.temperature is not None else "")  # fmt: skip
+                st.caption(f"Conformal set: {', '.join(c.conformal_set) or '(empty)'}{fitted}")
             if c.applicable:
                 st.caption(f"Applicable: looks like the training data (applicability {c.applicability:.3f})")
             for n in c.notes:

@@ -63,7 +63,7 @@ def predictions_table(results: Sequence[StudyResult]) -> pd.DataFrame:
             rows.append({
                 "file": r.name, "system": "classification", "model": c.model, "task": c.task, "unit": c.unit,
                 **answer, "conformal_set": "|".join(c.conformal_set) if c.conformal_set is not None else None,
-                "abstain": c.abstain, "knn_vote": c.knn_vote or None,
+                "confidence": _num(c.confidence), "abstain": c.abstain, "knn_vote": c.knn_vote or None,
                 "applicable": c.applicable, "applicability": _num(c.applicability),
             })  # fmt: skip
         if r.av is not None:

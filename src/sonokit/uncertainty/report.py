@@ -251,12 +251,7 @@ def _regression_from_csv(run_dir: Path, alpha: float) -> dict[str, Any]:
         path = run_dir / f"predictions_{split}.csv"
         if not path.is_file():
             raise InputError(f"missing: run `sonokit evaluate {run_dir} --split {split}` first", path)
-        df = pd.read_csv(path)
-        if not {"y_true", "y_pred"} <= set(df.columns):
-            raise InputError("needs numeric y_true and y_pred columns", path)
-        if "frame" in df.columns and (df["frame"].astype(str) == VIDEO_ROW).any():
-            df = df[df["frame"].astype(str) == VIDEO_ROW]  # one row per video: the clinically reported value
-        frames[split] = df.dropna(subset=["y_true", "y_pred"])
+        frames[split] = reported_rows(path)
     sigma = next((c for c in ("y_std", "sigma", "pred_std") if c in frames["val"].columns), None)
     return regression_summary(
         frames["val"]["y_pred"],
@@ -267,6 +262,18 @@ def _regression_from_csv(run_dir: Path, alpha: float) -> dict[str, Any]:
         sigma_val=frames["val"][sigma].clip(lower=1e-6) if sigma else None,
         sigma_test=frames["test"][sigma].clip(lower=1e-6) if sigma else None,
     )
+
+
+def reported_rows(path: str | Path) -> pd.DataFrame:
+    """A regression run's predictions CSV as reported: one row per video (its `all` row) where frames are
+    listed, the clinically reported value; only rows with both y_true and y_pred. The app's EF interval reads
+    validation the same way, so its interval is the one this analysis reports."""
+    df = pd.read_csv(path)
+    if not {"y_true", "y_pred"} <= set(df.columns):
+        raise InputError("needs numeric y_true and y_pred columns", path)
+    if "frame" in df.columns and (df["frame"].astype(str) == VIDEO_ROW).any():
+        df = df[df["frame"].astype(str) == VIDEO_ROW]
+    return df.dropna(subset=["y_true", "y_pred"])
 
 
 def _finite(obj: Any) -> Any:

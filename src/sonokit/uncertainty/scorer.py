@@ -20,6 +20,7 @@ from sonokit.errors import InputError, ModelError
 from sonokit.uncertainty.calibration import apply_temperature
 from sonokit.uncertainty.conformal import ConformalClassifier
 from sonokit.uncertainty.correctness import CorrectnessPredictor
+from sonokit.uncertainty.selective import abstain_flags
 from sonokit.utils import atomic_path, atomic_write_json
 
 SCORER_DIR = "uncertainty"
@@ -132,26 +133,38 @@ class UncertaintyScorer:
             )
         return self._correctness
 
+    def calibrate(self, logits: np.ndarray) -> dict[str, np.ndarray]:
+        """Per item: calibrated softmax, its top probability (confidence), the LAC set and abstain (confidence
+        below the validation threshold, or more than one class in the set). Needs no neighbours, so it also
+        serves a cine's aggregated row (the app's video answer)."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if logits.ndim != 2 or logits.shape[1] != len(self.classes):
+            raise InputError(f"expected (N, {len(self.classes)}) logits, got {logits.shape}")
+        probs = apply_temperature(logits, self.temperature)
+        sets = self.conformal.predict_sets(probs)
+        confidence = probs.max(axis=1)
+        return {
+            "probs": probs,
+            "confidence": confidence,
+            "sets": sets,
+            "abstain": abstain_flags(confidence, self.abstain_threshold, sets.sum(axis=1)),
+        }
+
     def score(self, logits: np.ndarray, knn_probs: np.ndarray) -> dict[str, np.ndarray]:
-        """Per item: calibrated softmax, LAC set, abstain, P(correct), flagged, and the combined distribution
-        (the calibrated softmax, or the neighbours' vote where flagged), whose argmax is the combined answer."""
+        """`calibrate`, plus P(correct), flagged, and the combined distribution (the calibrated softmax, or the
+        neighbours' vote where flagged), whose argmax is the combined answer."""
         logits = np.asarray(logits, dtype=np.float64)
         knn_probs = np.asarray(knn_probs, dtype=np.float64)
         if logits.ndim != 2 or logits.shape[1] != len(self.classes) or knn_probs.shape != logits.shape:
             raise InputError(
                 f"expected (N, {len(self.classes)}) logits and kNN votes, got {logits.shape} and {knn_probs.shape}"
             )
-        probs = apply_temperature(logits, self.temperature)
-        sets = self.conformal.predict_sets(probs)
-        confidence = probs.max(axis=1)
-        p_correct = self.correctness.predict_proba(probs)
+        out = self.calibrate(logits)
+        p_correct = self.correctness.predict_proba(out["probs"])
         flagged = p_correct < self.flag_threshold
         return {
-            "probs": probs,
-            "confidence": confidence,
-            "sets": sets,
-            "abstain": (confidence < self.abstain_threshold) | (sets.sum(axis=1) > 1),
+            **out,
             "p_correct": p_correct,
             "flagged": flagged,
-            "combined_probs": np.where(flagged[:, None], knn_probs, probs),
+            "combined_probs": np.where(flagged[:, None], knn_probs, out["probs"]),
         }
