@@ -48,10 +48,10 @@ import torch
 from bench_ef import fresh_model, trained_model
 from sonokit.core.loop import channels_last_model
 from sonokit.echo import predict as echo_predict
-from sonokit.echo import video_models
 from sonokit.echo.predict import EchoModel, predict_studies, prepare_for_prediction
 from sonokit.io import write_video
 from sonokit.models import inference
+from sonokit.models import video as video_models
 
 
 def make_videos(folder: Path, n: int, unique: int) -> list[Path]:

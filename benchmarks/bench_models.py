@@ -117,7 +117,9 @@ def main() -> None:
     args = parser.parse_args()
 
     names = (
-        model_names() if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+        model_names("image")
+        if args.models == "all"
+        else [m.strip() for m in args.models.split(",") if m.strip()]
     )
     sizes = [int(s) for s in args.sizes.split(",")]
     device = torch.device(args.device)

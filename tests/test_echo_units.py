@@ -114,8 +114,9 @@ def test_torch_simpson_volume_equals_clinical_simpson_on_simulated_tracings(tmp_
 def test_soft_argmax_points_give_the_peak_and_train_with_the_heatmap_loss() -> None:
     """unet-points: each map's expected position is its point, in the units lv-trace regresses (pixel / side),
     and the task's loss (coordinates + heatmap + volume) is finite with finite gradients."""
-    from sonokit.echo.seg_models import SoftArgmaxPoints, create_point_model
-    from sonokit.echo.tasks_lv import _gaussian_ce
+    from sonokit.echo.lv_trace import _gaussian_ce
+    from sonokit.models import build
+    from sonokit.models.segmentation import SoftArgmaxPoints
 
     class Peaks(torch.nn.Module):
         def forward(self, x):
@@ -132,7 +133,7 @@ def test_soft_argmax_points_give_the_peak_and_train_with_the_heatmap_loss() -> N
     target = torch.tensor([[0.5, 0.25]])
     assert float(_gaussian_ce(near, target, 1.0)) < float(_gaussian_ce(flat, target, 1.0))
 
-    model = create_point_model("unet-tiny-points", in_chans=1, points=42).train()
+    model = build("unet-tiny-points", kind="landmarks", in_chans=1, points=42).train()
     out, log_prob = model(torch.rand(2, 1, 32, 32), maps=True)
     assert out.shape == (2, 84) and log_prob.shape == (2, 42, 32, 32) and ((out >= 0) & (out < 1)).all()
     y = torch.rand(2, 84) * 0.5 + 0.25
@@ -220,31 +221,70 @@ def test_dice_and_nearest_error() -> None:
 
 @pytest.mark.parametrize("name", ["unet", "unet-tiny"])
 def test_unet_keeps_any_input_size(name: str) -> None:
-    from sonokit.echo.seg_models import create_seg_model
+    from sonokit.models import build
 
-    model = create_seg_model(name, in_chans=1).eval()
+    model = build(name, kind="segmentation", in_chans=1).eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 112, 112)).shape == (2, 1, 112, 112)
         assert model(torch.zeros(1, 1, 100, 90)).shape == (1, 1, 100, 90)
 
 
 def test_unknown_models_fail_with_the_choices() -> None:
-    from sonokit.echo.seg_models import create_seg_model
     from sonokit.errors import ModelError
+    from sonokit.models import build
 
-    with pytest.raises(ModelError, match="unet-tiny"):
-        create_seg_model("unet-huge")
+    with pytest.raises(ModelError, match="unknown segmentation model 'unet-huge'.*unet-tiny"):
+        build("unet-huge", kind="segmentation")
+    # a registered network of another kind names the ones that would do, before anything is built
+    with pytest.raises(ModelError, match="two-stream is a video model, not a segmentation model.*unet-tiny"):
+        build("two-stream", kind="segmentation")
+
+
+@pytest.mark.parametrize(
+    "task, model, kind, wrong",
+    [
+        ("ef", "two-stream-tiny", "video", "unet-tiny"),
+        ("lv-seg", "unet-tiny", "segmentation", "two-stream-tiny"),
+        ("lv-trace", "unet-tiny-points", "landmarks", "r2plus1d_18"),
+        ("lv-trace", "tinycnn", "image", "unet-tiny"),
+    ],
+)
+def test_echo_tasks_build_their_network_through_the_one_registry(task, model, kind, wrong) -> None:
+    """Each echo task builds `model:` by name from sonokit.models, of the kind it takes; a network of another kind
+    fails there with the names that would do (lv-trace takes landmark networks and image backbones)."""
+    from sonokit.core.config import resolve_config
+    from sonokit.errors import ModelError
+    from sonokit.models import get_entry
+    from sonokit.tasks import get_task
+
+    cls = get_task(task)
+
+    def built(name: str) -> torch.nn.Module:
+        cfg = resolve_config(
+            task, overrides={"model": name, "channels": 1, "size": 32}, task_defaults=cls.defaults
+        )
+        return cls(cfg).build_model()
+
+    net = built(model)
+    assert get_entry(model).kind == kind and net.spec["name"] in (
+        model,
+        "two-stream",
+    )  # two-stream-tiny: its class
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d))
+    assert first.in_channels == 1  # the task's channels reach the builder
+    with pytest.raises(ModelError, match=rf"{wrong} is an? \w+ model, not an? "):
+        built(wrong)
 
 
 @pytest.mark.slow
 def test_ef_task_loads_an_echonet_checkpoint_with_module_prefix(tmp_path) -> None:
     """EchoNet-Dynamic saves {"state_dict": DataParallel weights, "opt_dict": ...}; `--weights` must load it all."""
     from sonokit.core.config import resolve_config
-    from sonokit.echo.video_models import create_video_model
+    from sonokit.models import build
     from sonokit.tasks import get_task
 
     torch.manual_seed(0)
-    source = create_video_model("r2plus1d_18")
+    source = build("r2plus1d_18", kind="video")
     ckpt = {
         "epoch": 45,
         "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()},

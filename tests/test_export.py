@@ -169,11 +169,11 @@ def _randomised(model: nn.Module) -> nn.Module:
 
 @pytest.mark.slow
 def test_echo_video_model_exports_with_dynamic_batch(tmp_path) -> None:
-    from sonokit.echo.video_models import create_video_model
     from sonokit.export import OnnxModel, export_model
+    from sonokit.models import build
 
     torch.manual_seed(0)
-    model = _randomised(create_video_model("two-stream-tiny"))
+    model = _randomised(build("two-stream-tiny", kind="video"))
     shape = (3, 8, 64, 64)
     result = export_model(model, shape, tmp_path / "ef.onnx")
     assert set(result.max_abs_diff) == {1, 3} and result.worst <= 1e-4

@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 from sonokit.core.loop import channels_last_model
-from sonokit.echo.video_models import create_video_model
+from sonokit.models import build
 from sonokit.models.inference import GrayInputConv, fold_batchnorm
 
 
 def _trained_like(name: str) -> nn.Module:
     """A video model whose BatchNorms hold statistics and affine terms far from the identity."""
     torch.manual_seed(0)
-    net = create_video_model(name)
+    net = build(name, kind="video")
     for layer in net.modules():
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
             layer.running_mean.normal_(0.0, 0.5)
@@ -51,7 +51,7 @@ def test_folded_and_grey_fed_models_give_the_original_outputs(name, shape) -> No
 
 
 def test_folding_refuses_a_training_model() -> None:
-    net = create_video_model("two-stream-tiny").train()
+    net = build("two-stream-tiny", kind="video").train()
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(net)
 
@@ -61,7 +61,7 @@ def test_overlapping_clips_sharing_the_first_stage_give_each_clips_outputs(prepa
     """TwoStreamEF.forward_windows (the spatial stream's first stage run once over the frames overlapping clips
     share, each clip's edges computed again with its own zero padding) equals forward() on every clip, for the
     all-clips protocol's regular offsets and for irregular ones, as trained and as prepared for prediction."""
-    from sonokit.echo.video_models import first_stage_windows
+    from sonokit.models.video import first_stage_windows
 
     net = _trained_like("two-stream-tiny")
     if prepared:
@@ -92,7 +92,7 @@ def test_overlapping_clips_sharing_the_first_stage_give_each_clips_outputs(prepa
 
 
 def test_frame_differences_without_autograd_give_the_training_values() -> None:
-    from sonokit.echo.video_models import frame_differences
+    from sonokit.models.video import frame_differences
 
     torch.manual_seed(0)
     for x in (

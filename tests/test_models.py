@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sonokit.errors import ModelError
-from sonokit.models import count_params, create, list_models, load_weights, model_names
+from sonokit.models import KINDS, build, count_params, create, list_models, load_weights, model_names
 from sonokit.models.heads import HEADS
 
 REQUIRED = {
@@ -32,17 +32,50 @@ HEAVY = {"efficientnet_b4", "resnet50", "resnet152", "vgg16", "xception"}
 
 
 def test_registry_lists_every_required_backbone() -> None:
-    assert REQUIRED <= set(model_names())
+    assert REQUIRED <= set(model_names("image"))
     rows = {r["name"]: r for r in list_models()}
     assert set(rows) == set(model_names())
     for row in rows.values():
-        assert row["family"] and row["description"] and row["params"] > 0
+        assert row["family"] and row["description"] and row["params"] > 0 and row["kind"] in KINDS
     # counts are for 1 class / 1 channel with the linear head; vgg16 is its conv trunk only (no 4096-wide FC)
     assert rows["tinycnn"]["params"] < 200_000
     assert 11.0e6 < rows["resnet18"]["params"] < 11.3e6
     assert rows["resnet152"]["params"] > 55e6
     assert 14.5e6 < rows["vgg16"]["params"] < 15e6
     assert count_params("resnet18") == rows["resnet18"]["params"]
+
+
+def test_one_registry_holds_every_kind_of_network() -> None:
+    """The echo video, segmentation and landmark networks sit in the same registry as the image backbones, under
+    the names saved runs' config.yaml hold, each with its kind; `build` makes any of them and checks the kind."""
+    kinds = {r["name"]: r["kind"] for r in list_models()}
+    assert {n: kinds[n] for n in ("two-stream", "two-stream-tiny", "r2plus1d_18")} == dict.fromkeys(
+        ("two-stream", "two-stream-tiny", "r2plus1d_18"), "video"
+    )
+    seg = ("unet", "unet-tiny", "lraspp", "deeplabv3_resnet50")
+    assert {n: kinds[n] for n in seg} == dict.fromkeys(seg, "segmentation")
+    assert kinds["unet-points"] == kinds["unet-tiny-points"] == "landmarks"
+    assert model_names("video") == ["two-stream", "two-stream-tiny", "r2plus1d_18"]
+    assert set(model_names("image")) == {n for n, k in kinds.items() if k == "image"}
+    rows = {r["name"]: r for r in list_models("segmentation")}
+    assert set(rows) == set(seg) and rows["unet-tiny"]["params"] < rows["unet"]["params"]
+    assert 31e6 < count_params("r2plus1d_18") < 32e6  # torchvision's R(2+1)D-18 with a one-output head
+
+    torch.manual_seed(0)
+    video = build("two-stream-tiny", kind="video", in_chans=1).eval()
+    with torch.no_grad():
+        assert video(torch.rand(2, 1, 8, 32, 32)).shape == (2, 1)
+    points = build("unet-tiny-points", kind="landmarks", in_chans=1, points=3).eval()
+    with torch.no_grad():
+        assert points(torch.rand(1, 1, 32, 32)).shape == (1, 6)
+    image = build("tinycnn", kind="image", num_classes=4)  # the image kind goes through create()
+    assert image.spec["name"] == "tinycnn" and image.spec["num_classes"] == 4
+    with pytest.raises(ModelError, match="unet is a segmentation model, not an image model"):
+        create("unet")
+    with pytest.raises(ModelError, match="r2plus1d_18 .*takes 3 channels"):
+        build("r2plus1d_18", kind="video", in_chans=1)
+    with pytest.raises(ModelError, match=r"no weights can be downloaded.*--weights PATH"):
+        build("unet-tiny", kind="segmentation", pretrained="imagenet")
 
 
 @pytest.mark.parametrize("head_index, head", list(enumerate(HEADS)))
@@ -182,11 +215,18 @@ def test_models_list_cli() -> None:
     )
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split()[:3] == ["name", "family", "params"]
-    for name in REQUIRED:
-        assert any(line.split()[0] == name for line in lines[2:] if line.strip())
+    assert lines[0].split()[:4] == ["name", "kind", "family", "params"]
+    kind_of = {line.split()[0]: line.split()[1] for line in lines[2:] if line.strip() and "heads" not in line}
+    assert {name: kind_of[name] for name in REQUIRED} == dict.fromkeys(REQUIRED, "image")
+    assert kind_of["two-stream"] == "video" and kind_of["unet"] == "segmentation"
+    assert kind_of["unet-points"] == "landmarks"
     out = CliRunner().invoke(app, ["models", "list", "--json"])
     assert out.exit_code == 0, out.output
     rows = json.loads(out.output)
-    assert {r["name"] for r in rows} >= REQUIRED
+    assert {r["name"] for r in rows} >= REQUIRED | {"r2plus1d_18", "deeplabv3_resnet50"}
     assert next(r for r in rows if r["name"] == "resnet18")["params"] > 11e6
+    video = CliRunner().invoke(app, ["models", "list", "--json", "--kind", "video"])
+    assert video.exit_code == 0, video.output
+    assert [r["name"] for r in json.loads(video.output)] == ["two-stream", "two-stream-tiny", "r2plus1d_18"]
+    bad = CliRunner().invoke(app, ["models", "list", "--kind", "audio"])
+    assert bad.exit_code != 0 and "unknown kind" in bad.output

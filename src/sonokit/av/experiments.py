@@ -107,7 +107,7 @@ class ExperimentPlan:
         from sonokit.models.registry import get_entry
 
         for name in self.backbones:
-            get_entry(name)  # ModelError with a suggestion for a typo, before anything trains
+            get_entry(name, "image")  # ModelError with a suggestion for a typo, before anything trains
 
 
 def _train(task: str, data: Path, run_dir: Path, overrides: dict[str, Any]) -> tuple[Path, float]:

@@ -1,4 +1,5 @@
-"""`sonokit models list`: the registered backbones, their families and sizes."""
+"""`sonokit models list`: every registered network (image backbones, video, segmentation, landmarks), its kind,
+family and size."""
 
 from __future__ import annotations
 
@@ -6,30 +7,47 @@ import json
 
 import typer
 
-models_app = typer.Typer(help="Model registry: backbones and heads.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model registry: every network a task can build, by kind.", no_args_is_help=True
+)
 
 
 @models_app.command("list")
 def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="Only this kind: image, video, segmentation or landmarks."
+    ),
 ) -> None:
-    """List every registered backbone (parameter counts for 1 class, 1 input channel, linear head)."""
-    from sonokit.models import list_models
+    """List every registered network. Parameters: image backbones for 1 class, 1 input channel and the linear
+    head; the other kinds as their task builds them by default (3 input channels)."""
+    from sonokit.models import KINDS, list_models
     from sonokit.models.heads import HEADS
 
-    rows = list_models()
+    if kind is not None and kind not in KINDS:
+        raise typer.BadParameter(
+            f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}", param_hint="--kind"
+        )
+    rows = list_models(kind)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    header = ("name", "family", "params", "default size", "description")
+    header = ("name", "kind", "family", "params", "default size", "description")
     table = [
-        (r["name"], r["family"], f"{r['params'] / 1e6:.2f}M", str(r["default_img_size"]), r["description"])
+        (
+            r["name"],
+            r["kind"],
+            r["family"],
+            f"{r['params'] / 1e6:.2f}M",
+            str(r["default_img_size"]),
+            r["description"],
+        )
         for r in rows
     ]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
     for line in (header, tuple("-" * w for w in widths), *table):
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-    typer.echo(f"\nheads: {', '.join(HEADS)}")
+    typer.echo(f"\nheads (image models): {', '.join(HEADS)}")
 
 
 def register(app: typer.Typer) -> None:

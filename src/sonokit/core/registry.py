@@ -20,7 +20,8 @@ _TASKS: dict[str, type[Task]] = {}
 _BUILTIN = (
     "sonokit.tasks.classification",
     "sonokit.echo.tasks_ef",
-    "sonokit.echo.tasks_lv",
+    "sonokit.echo.lv_seg",
+    "sonokit.echo.lv_trace",
     "sonokit.av.tasks",
     "sonokit.quality.task",
 )

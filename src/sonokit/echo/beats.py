@@ -6,7 +6,10 @@ curve. A beat is an ED peak followed by the deepest trough before the next peak.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
@@ -85,3 +88,14 @@ def beat_efs(volume: np.ndarray, beats: list[Beat]) -> np.ndarray:
     """EF per beat from a volume curve."""
     volume = np.asarray(volume, dtype=np.float64)
     return np.array([b.ef(volume) for b in beats], dtype=np.float64)
+
+
+def join_values(values: Sequence[Any], fmt: str = "{}") -> str:
+    """A list for one CSV cell, ";"-joined (the ED frames or EFs of every beat); a non-finite float is "nan"."""
+    return ";".join("nan" if isinstance(v, float) and not math.isfinite(v) else fmt.format(v) for v in values)
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values (a beat that could not be measured is NaN), NaN when there is none."""
+    v = np.asarray(values, dtype=float)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan

@@ -127,6 +127,33 @@ def nearest_error(detected: Sequence[int], truth: int) -> float:
 # ---------------------------------------------------------------------------------------------- plots
 
 
+def plot_ef_agreement(
+    y_true: Sequence[float],
+    y_pred: Sequence[float],
+    plot_dir: Path,
+    split: str,
+    title: str,
+    heart_function: dict[str, Any] | None = None,
+) -> list[Path]:
+    """The headline EF plots of a split: predicted vs true, and with the heart-function agreement (the full
+    look, for held-out data) also Bland-Altman and the class confusion matrix."""
+    from sonokit.evaluate.plots import plot_bland_altman, plot_confusion, plot_pred_vs_true
+
+    out = [plot_pred_vs_true(y_true, y_pred, plot_dir / f"ef_pred_vs_true_{split}.png", "EF (%)", title)]
+    if heart_function is not None:
+        hf = heart_function
+        out += [
+            plot_bland_altman(y_true, y_pred, plot_dir / f"ef_bland_altman_{split}.png", "EF (%)"),
+            plot_confusion(
+                hf["confusion_matrix"],
+                hf["labels"],
+                plot_dir / f"ef_classes_{split}.png",
+                f"{split}: heart function ({hf['thresholds']})",
+            ),
+        ]
+    return out
+
+
 def plot_area_curve(
     area: np.ndarray,
     ed: Sequence[int],

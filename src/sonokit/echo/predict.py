@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sonokit.echo.beats import Beat, find_beats
+from sonokit.echo.beats import Beat, find_beats, finite_mean, join_values
 from sonokit.echo.frames import LoadedStudy, PreparedCine, load_study, to_channels
 from sonokit.errors import InputError, SonokitError
 from sonokit.tasks.base import normalise_batch
@@ -34,7 +34,7 @@ log = get_logger(__name__)
 
 @dataclass
 class EchoModel:
-    run: Any  # sonokit.predict.runner.LoadedRun
+    run: Any  # sonokit.core.run.LoadedRun
     role: str  # "video" | "seg" | "trace"
     key: str  # column suffix
     gray: bool = False  # the video model also takes one-channel grey clips (prepare_for_prediction)
@@ -327,15 +327,6 @@ def video_ef(
 # ---------------------------------------------------------------------------------------------- one study
 
 
-def _fmt_list(values, fmt: str = "{}") -> str:
-    return ";".join("nan" if isinstance(v, float) and not math.isfinite(v) else fmt.format(v) for v in values)
-
-
-def _nanmean(values: list[float]) -> float:
-    v = np.asarray(values, dtype=float)
-    return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
-
-
 @dataclass
 class StudyMeasurement:
     """One cine's CSV row and the LV models' per-frame results behind it (the app draws their area curves)."""
@@ -425,14 +416,14 @@ def measure_study(
             })  # fmt: skip
         else:
             res = lv.get(k)
-            ef = _nanmean(res.efs) if res else math.nan
+            ef = finite_mean(res.efs) if res else math.nan
             efs[k] = ef
             per_model.update({
                 f"ef_{k}": ef, f"class_{k}": cls(ef),
-                f"edv_{k}": _nanmean(res.edv) if res else math.nan, f"esv_{k}": _nanmean(res.esv) if res else math.nan,
-                f"ed_frames_{k}": _fmt_list([b.ed for b in res.beats]) if res else "",
-                f"es_frames_{k}": _fmt_list([b.es for b in res.beats]) if res else "",
-                f"beat_efs_{k}": _fmt_list(res.efs, "{:.2f}") if res else "",
+                f"edv_{k}": finite_mean(res.edv) if res else math.nan, f"esv_{k}": finite_mean(res.esv) if res else math.nan,
+                f"ed_frames_{k}": join_values([b.ed for b in res.beats]) if res else "",
+                f"es_frames_{k}": join_values([b.es for b in res.beats]) if res else "",
+                f"beat_efs_{k}": join_values(res.efs, "{:.2f}") if res else "",
                 f"n_beats_{k}": len(res.beats) * (res.beat_source == "beats") if res else 0,
                 f"beat_source_{k}": res.beat_source if res else "failed",
                 f"consistency_{k}": res.consistency if res else math.nan,

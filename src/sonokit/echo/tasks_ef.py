@@ -9,7 +9,6 @@ clip (`frame` = its first frame), plus `frame` = "all" and "one" per video.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,12 +19,11 @@ from pydantic import Field
 from torch import nn
 
 from sonokit.core.registry import register_task
-from sonokit.echo.data import ClipDataset, clip_starts, fill_frame_counts, read_echo_index
-from sonokit.echo.evaluate import baseline_metrics, class_agreement, ef_metrics
-from sonokit.echo.frames import PreparedStore
+from sonokit.echo.cine_task import CINE_PREPROCESS, ECHO_DEFAULTS, CineOptions, CineTask
+from sonokit.echo.data import ClipDataset, clip_starts, fill_frame_counts
+from sonokit.echo.evaluate import baseline_metrics, class_agreement, ef_metrics, plot_ef_agreement
 from sonokit.errors import InputError
 from sonokit.evaluate.metrics import regression_metrics
-from sonokit.tasks.base import Task, TaskOptions, normalise_batch
 from sonokit.utils import get_logger
 
 log = get_logger(__name__)
@@ -33,7 +31,7 @@ log = get_logger(__name__)
 ALL, ONE = "all", "one"
 
 
-class EFOptions(TaskOptions):
+class EFOptions(CineOptions):
     frames: int = Field(16, ge=2, description="frames per clip")
     period: int = Field(4, ge=1, description="take every period-th frame")
     clip_stride: int = Field(16, ge=1, description="all-clips protocol: a clip every N frames (1 = EchoNet)")
@@ -44,7 +42,6 @@ class EFOptions(TaskOptions):
         "repeat",
         description="a clip longer than the cine loops it (repeat) or adds black frames (zero, EchoNet)",
     )
-    thresholds: str = "default"
 
 
 def _mean_ef_rows(preds: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -52,28 +49,25 @@ def _mean_ef_rows(preds: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 @register_task
-class EFTask(Task):
+class EFTask(CineTask):
     name = "ef"
     kind = "regression"
     monitor = ("mae", "min")
     headline = ("mae", "rmse", "r2")
-    allow_hflip = False
     Options = EFOptions
     opts: EFOptions
     intended_use = (
         "Research: estimate the left-ventricular ejection fraction (%) from an apical four-chamber echo cine. "
         "Trained on the data set named in this card; not validated for clinical use."
     )
+    data_hint = "ECHONET_FOLDER (FileList.csv, Videos/) or a table"
+    pipeline = "EF"
     defaults = {
+        **ECHO_DEFAULTS,
         "model": "two-stream",
-        "size": 112,
-        "channels": 3,
-        "mean": [0.13],
-        "std": [0.19],
         "epochs": 30,
         "batch_size": 8,
         "lr": 0.001,
-        "weight_decay": 0.0001,
         "patience": 10,
         "options": {
             "frames": 16,
@@ -87,21 +81,10 @@ class EFTask(Task):
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        from sonokit.clinical import get_thresholds
-
-        get_thresholds(self.opts.thresholds)
         self.train_mean: float | None = None
         self.train_fps: float | None = None
-        self.store = PreparedStore(cfg.size)
 
     # ------------------------------------------------------------------ data
-
-    def read_index(self) -> pd.DataFrame:
-        if self.cfg.data is None:
-            raise InputError(
-                "no dataset given: pass --data ECHONET_FOLDER (FileList.csv, Videos/) or a table"
-            )
-        return read_echo_index(self.cfg.data)[0]
 
     def prepare_index(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
         index = super().prepare_index(df)
@@ -124,13 +107,6 @@ class EFTask(Task):
             return df.assign(clip=pd.Series(dtype=np.int64))
         return pd.concat(parts, ignore_index=True)
 
-    def check_items(self, items: pd.DataFrame) -> None:
-        """Open every video now (header, first and last frame), so a damaged file fails before training."""
-        from sonokit.echo.frames import count_cine_frames
-
-        for path in items["path"].astype(str).unique():
-            count_cine_frames(path)
-
     def build_dataset(self, df: pd.DataFrame, train: bool) -> ClipDataset:
         o = self.opts
         return ClipDataset(
@@ -149,7 +125,6 @@ class EFTask(Task):
 
     def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
         info = super().describe_data(index, items)
-        info["videos"] = {split: int(df["path"].nunique()) for split, df in items.items()}
         info["ef_mean_train"] = self.train_mean
         info["fps_median_train"] = self.train_fps
         return info
@@ -157,30 +132,14 @@ class EFTask(Task):
     # ------------------------------------------------------------------ model and step
 
     def build_model(self, load_init_weights: bool = True) -> nn.Module:
-        from sonokit.echo.video_models import create_video_model
-
-        if self.cfg.model == "r2plus1d_18" and self.cfg.channels != 3:
-            raise InputError("r2plus1d_18 (EchoNet) takes 3 channels: set channels: 3")
-        kw: dict[str, Any] = {"ef_mean": self.train_mean if self.train_mean is not None else 55.0}
-        if self.cfg.model != "r2plus1d_18":
-            kw["in_chans"] = self.cfg.channels
-        if self.cfg.pretrained not in (None, "", "none"):
-            from sonokit.errors import ModelError
-
-            raise ModelError(
-                f"--pretrained {self.cfg.pretrained}: nothing can be downloaded here; use --weights PATH"
-            )
-        model = create_video_model(self.cfg.model, **kw)
-        if load_init_weights and self.cfg.weights:
-            from sonokit.models import load_weights
-
-            # EchoNet-Dynamic checkpoints must match the R(2+1)D-18 completely; other files may be partial
-            load_weights(model, self.cfg.weights, strict=self.cfg.model == "r2plus1d_18")
-        return model
+        """A registered video network, its output bias at the training mean EF; EchoNet-Dynamic checkpoints must
+        match the R(2+1)D-18 completely, other weight files may be partial."""
+        ef_mean = self.train_mean if self.train_mean is not None else 55.0
+        strict = self.cfg.model == "r2plus1d_18"
+        return self.build_network("video", load_init_weights, ef_mean=ef_mean, strict=strict)
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        mean, std = self.cfg.channel_stats()
-        return model(normalise_batch(batch["x"], mean, std)).squeeze(1)
+        return super().forward(model, batch).squeeze(1)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return nn.functional.mse_loss(outputs.float(), batch["y"].float())
@@ -273,43 +232,37 @@ class EFTask(Task):
         return out
 
     def plots(self, preds: pd.DataFrame, metrics: dict[str, Any], plot_dir: Path, split: str) -> list[Path]:
-        from sonokit.evaluate.plots import plot_bland_altman, plot_confusion, plot_pred_vs_true
+        from sonokit.evaluate.plots import plot_pred_vs_true
 
         allc = _mean_ef_rows(preds, ALL).dropna(subset=["y_true"])
         one = _mean_ef_rows(preds, ONE).dropna(subset=["y_true"])
         if allc.empty:
             return []
-        hf = metrics["heart_function"]
-        first = [
-            plot_pred_vs_true(
-                allc["y_true"],
-                allc["y_pred"],
-                plot_dir / f"ef_pred_vs_true_{split}.png",
-                "EF (%)",
-                f"{split}: all clips, MAE {metrics['mae']:.2f} (mean predictor "
-                f"{metrics['baseline_mae'] or float('nan'):.2f})",
+        # model selection needs one look; the full set is for held-out data
+        full = split not in ("train", "val")
+        title = (
+            f"{split}: all clips, MAE {metrics['mae']:.2f} (mean predictor "
+            f"{metrics['baseline_mae'] or float('nan'):.2f})"
+        )
+        out = plot_ef_agreement(
+            allc["y_true"],
+            allc["y_pred"],
+            plot_dir,
+            split,
+            title,
+            metrics["heart_function"] if full else None,
+        )
+        if full:
+            out.append(
+                plot_pred_vs_true(
+                    one["y_true"],
+                    one["y_pred"],
+                    plot_dir / f"ef_pred_vs_true_one_clip_{split}.png",
+                    "EF (%)",
+                    f"{split}: one clip, MAE {metrics['one_clip_mae']:.2f}",
+                )
             )
-        ]
-        if split in ("train", "val"):  # model selection needs one look; the full set is for held-out data
-            return first
-        return first + [
-            plot_bland_altman(
-                allc["y_true"], allc["y_pred"], plot_dir / f"ef_bland_altman_{split}.png", "EF (%)"
-            ),
-            plot_pred_vs_true(
-                one["y_true"],
-                one["y_pred"],
-                plot_dir / f"ef_pred_vs_true_one_clip_{split}.png",
-                "EF (%)",
-                f"{split}: one clip, MAE {metrics['one_clip_mae']:.2f}",
-            ),
-            plot_confusion(
-                hf["confusion_matrix"],
-                hf["labels"],
-                plot_dir / f"ef_classes_{split}.png",
-                f"{split}: heart function ({hf['thresholds']})",
-            ),
-        ]
+        return out
 
     # ------------------------------------------------------------------ model card and prediction
 
@@ -322,7 +275,7 @@ class EFTask(Task):
             period=o.period,
             clip_stride=o.clip_stride,
             fps=self.train_fps,
-            preprocess="frames at size x size used as they are; others: sector crop, centred zero pad, resize",
+            preprocess=CINE_PREPROCESS,
         )
         return spec
 
@@ -342,9 +295,3 @@ class EFTask(Task):
     def load_state(self, card: dict[str, Any]) -> None:
         self.train_mean = card.get("train_mean")
         self.train_fps = card.get("train_fps")
-
-    def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-        from sonokit.echo.frames import cine_index
-
-        df, errors = cine_index(list(files), "EF")
-        return (self.expand(df) if len(df) else df), errors

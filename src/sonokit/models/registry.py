@@ -1,12 +1,16 @@
-"""One front door for every network: `create(name, ...)` builds a registered backbone plus a head.
+"""The one model registry: every network sonokit trains is registered here by name, with its kind.
 
 timm's pattern: builders register themselves by name with a decorator, and one function turns a name and a few
-options into a ready model. Backbones here never download anything; weights come from a local file or not at all.
+options into a ready model. Kinds (KINDS): "image" backbones get a head from `create(name, ...)` (classifiers,
+regressors, the valve detector's backbone); "video", "segmentation" and "landmarks" builders return the whole
+network, and `build(name, kind=...)` is the front door for every kind. Nothing is ever downloaded; weights come
+from a local file or not at all. The names are the `model:` of runs' config.yaml, so a name, once used, stays.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,15 @@ from sonokit.utils import get_logger
 
 log = get_logger(__name__)
 
-BackboneBuilder = Callable[..., nn.Module]
+Builder = Callable[..., nn.Module]
+
+#: What a network of each kind takes and gives (`sonokit models list` shows the kind of each).
+KINDS: dict[str, str] = {
+    "image": "backbone (B, C, H, W) -> feature map, plus a head from create(): classifiers, regressors, detectors",
+    "video": "clip (B, C, T, H, W) -> (B, 1) (ejection fraction)",
+    "segmentation": "frame (B, C, H, W) -> logit map (B, 1, H, W)",
+    "landmarks": "frame (B, C, H, W) -> (B, 2 * points) x, y in units of the side",
+}
 
 
 @dataclass(frozen=True)
@@ -29,49 +41,94 @@ class ModelEntry:
     name: str
     family: str
     description: str
-    builder: BackboneBuilder
+    builder: Builder
     default_img_size: int
     min_img_size: int
+    kind: str = "image"
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _PARAMS_CACHE: dict[str, int] = {}
+# Modules whose import registers the built-in networks; lazy, so `import sonokit.models` stays light.
+_BUILTIN = ("sonokit.models.backbones", "sonokit.models.video", "sonokit.models.segmentation")
 
 
 def register_model(
-    name: str, *, family: str, description: str, default_img_size: int = 224, min_img_size: int = 32
-) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator: register `builder(in_chans=..., **kw) -> backbone` under `name`.
+    name: str,
+    *,
+    family: str,
+    description: str,
+    kind: str = "image",
+    default_img_size: int = 224,
+    min_img_size: int = 32,
+) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder(in_chans=..., **kw)` under `name`.
 
-    A backbone is an nn.Module with `forward_features(x) -> (B, C, h, w)` and an int `num_features` (= C).
+    An "image" builder returns a backbone: an nn.Module with `forward_features(x) -> (B, C, h, w)` and an int
+    `num_features` (= C), which `create` tops with a head. Builders of the other kinds return the whole network.
     """
+    if kind not in KINDS:
+        raise ModelError(f"{name}: unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
 
-    def deco(builder: BackboneBuilder) -> BackboneBuilder:
+    def deco(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ModelError(f"model name {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, family, description, builder, default_img_size, min_img_size)
+        _REGISTRY[name] = ModelEntry(name, family, description, builder, default_img_size, min_img_size, kind)
         return builder
 
     return deco
 
 
 def _ensure_builtin() -> None:
-    # Importing the module runs its @register_model decorators; kept lazy to avoid an import cycle.
-    from sonokit.models import backbones  # noqa: F401
+    # Importing a module runs its @register_model decorators; kept lazy to avoid an import cycle.
+    for module in _BUILTIN:
+        importlib.import_module(module)
 
 
-def get_entry(name: str) -> ModelEntry:
+def get_entry(name: str, kind: str | None = None) -> ModelEntry:
+    """The entry of `name`; with `kind`, a ModelError unless the network is of that kind (a video network
+    asked for as a segmentation model fails here, with the names that would do, not deep inside a task)."""
+    names = model_names(kind)
+    if name in names:
+        return _REGISTRY[name]
+    what = f"{kind} model" if kind else "model"
+    if name in _REGISTRY:
+        found = _REGISTRY[name].kind
+        raise ModelError(
+            f"{name} is {_article(found)} {found} model, not {_article(what)} {what}; "
+            f"choose one of {', '.join(names)}"
+        )
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    if kind is not None or not close:  # a kind's names are few: list them all
+        hint += f"; known: {', '.join(sorted(names))}"
+    raise ModelError(f"unknown {what} {name!r}{hint}")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def model_names(kind: str | None = None) -> list[str]:
+    """Registered names in registration order, all or those of one kind."""
     _ensure_builtin()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(_REGISTRY))}"
-        raise ModelError(f"unknown model {name!r}{hint}")
-    return _REGISTRY[name]
+    return [n for n, e in _REGISTRY.items() if kind is None or e.kind == kind]
 
 
-def model_names() -> list[str]:
-    _ensure_builtin()
-    return list(_REGISTRY)
+def refuse_download(pretrained: str | None) -> None:
+    """A ModelError for any `--pretrained` name: nothing can be downloaded here, weights come from a file."""
+    if pretrained not in (None, "", "none", False):
+        raise ModelError(
+            f"--pretrained {pretrained}: no weights can be downloaded here; "
+            "pass --weights PATH with a local weights file (timm/torchvision state dict or .safetensors)"
+        )
+
+
+def _call_builder(entry: ModelEntry, **kw: Any) -> nn.Module:
+    try:
+        return entry.builder(**kw)
+    except TypeError as err:  # an option this network does not take, e.g. width= on a timm model
+        raise ModelError(f"{entry.name}: unsupported option ({err})") from err
 
 
 class SonoModel(nn.Module):
@@ -142,12 +199,8 @@ def create(
     img_size matters only for head="none" (the flatten size); it defaults to the backbone's usual size.
     Extra keyword arguments go to the backbone builder (e.g. timm's drop_path_rate).
     """
-    entry = get_entry(name)
-    if pretrained not in (None, "", "none", False):
-        raise ModelError(
-            f"--pretrained {pretrained}: no weights can be downloaded here; "
-            "pass --weights PATH with a local weights file (timm/torchvision state dict or .safetensors)"
-        )
+    entry = get_entry(name, "image")
+    refuse_download(pretrained)
     if head not in HEADS:
         raise ModelError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     if num_classes < 1:
@@ -158,10 +211,7 @@ def create(
     if size < entry.min_img_size:
         raise ModelError(f"{name} needs inputs of at least {entry.min_img_size} px, got img_size={size}")
 
-    try:
-        backbone = entry.builder(in_chans=in_chans, **kw)
-    except TypeError as err:  # an option this backbone does not take, e.g. width= on a timm model
-        raise ModelError(f"{name}: unsupported option ({err})") from err
+    backbone = _call_builder(entry, in_chans=in_chans, **kw)
     channels = int(backbone.num_features)
     spatial = _feature_shape(backbone, in_chans, size)[1:] if head == "none" else (1, 1)
     head_mod = build_head(head, channels, num_classes, dropout=dropout, hidden=hidden, spatial=spatial)
@@ -185,6 +235,32 @@ def create(
     return model
 
 
+def build(
+    name: str,
+    *,
+    kind: str,
+    pretrained: str | None = None,
+    weights: str | Path | None = None,
+    strict: bool = False,
+    **kw: Any,
+) -> nn.Module:
+    """The front door for every kind: the network `name`, which must be of `kind`, with a local weights file.
+
+    "image" goes through `create` (kw: num_classes, in_chans, head, ...); the other kinds pass kw to their
+    builder (e.g. in_chans, ef_mean for video, points for landmarks). Each task builds its network here.
+    """
+    if kind == "image":
+        return create(name, pretrained=pretrained, weights=weights, strict=strict, **kw)
+    entry = get_entry(name, kind)
+    refuse_download(pretrained)
+    model = _call_builder(entry, **kw)
+    if weights is not None:
+        from sonokit.models.weights import load_weights
+
+        load_weights(model, weights, strict=strict)
+    return model
+
+
 def create_from_spec(spec: dict[str, Any], **overrides: Any) -> SonoModel:
     """Rebuild a model from its `.spec` (as stored in a model card)."""
     keys = ("num_classes", "in_chans", "head", "dropout", "img_size", "hidden")
@@ -194,25 +270,32 @@ def create_from_spec(spec: dict[str, Any], **overrides: Any) -> SonoModel:
 
 
 def count_params(name: str) -> int:
-    """Parameter count for 1 class, 1 channel, linear head; built on the meta device so nothing is allocated."""
+    """Parameter count: image backbones with 1 class, 1 channel and the linear head, other kinds as their
+    builder makes them by default (3 channels, as the echo tasks train); built on the meta device so nothing
+    is allocated."""
     if name not in _PARAMS_CACHE:
+        entry = get_entry(name)
         with torch.device("meta"):
-            model = create(name, num_classes=1, in_chans=1, head="linear")
+            if entry.kind == "image":
+                model = create(name, num_classes=1, in_chans=1, head="linear")
+            else:
+                model = _call_builder(entry)
         _PARAMS_CACHE[name] = sum(p.numel() for p in model.parameters())
     return _PARAMS_CACHE[name]
 
 
-def list_models() -> list[dict[str, Any]]:
-    """Every registered model: name, family, description, params (1 class, 1 channel), default and min size."""
-    _ensure_builtin()
+def list_models(kind: str | None = None) -> list[dict[str, Any]]:
+    """Every registered model (or those of one kind): name, kind, family, description, params (count_params),
+    default and min size."""
     return [
         {
             "name": e.name,
+            "kind": e.kind,
             "family": e.family,
             "description": e.description,
             "params": count_params(e.name),
             "default_img_size": e.default_img_size,
             "min_img_size": e.min_img_size,
         }
-        for e in _REGISTRY.values()
+        for e in (_REGISTRY[n] for n in model_names(kind))
     ]

@@ -1,7 +1,8 @@
 """Video networks for ejection fraction: the two-stream 3D-CNN with attention fusion, and EchoNet's R(2+1)D-18.
 
-Both take a normalised clip (B, 3, T, H, W) and return (B, 1) EF in percent. They live apart from the 2D registry
-because their input is a clip, not an image.
+Both take a normalised clip (B, C, T, H, W) and return (B, 1) EF in percent. They are registered with kind "video"
+in the one model registry (sonokit.models.registry), so `sonokit models list` shows them beside the image
+backbones and the `ef` task builds them by name like every other task.
 """
 
 from __future__ import annotations
@@ -11,26 +12,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from sonokit.errors import ModelError
 from sonokit.models.inference import GrayInputConv
-
-VIDEO_MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_video_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        VIDEO_MODELS[name] = fn
-        return fn
-
-    return wrap
+from sonokit.models.registry import Builder, register_model
 
 
-def create_video_model(name: str, **kwargs: object) -> nn.Module:
-    """The front door for video models (`two-stream`, `two-stream-tiny`, `r2plus1d_18`)."""
-    from sonokit.errors import ModelError
-
-    if name not in VIDEO_MODELS:
-        raise ModelError(f"unknown video model {name!r}; choose one of {sorted(VIDEO_MODELS)}")
-    return VIDEO_MODELS[name](**kwargs)
+def _video(name: str, family: str, description: str) -> Callable[[Builder], Builder]:
+    """register_model for an EF video network: EchoNet's 112 px clips; it runs on clips from 8 px up."""
+    return register_model(
+        name, kind="video", family=family, description=description, default_img_size=112, min_img_size=8
+    )
 
 
 def _conv_block(c_in: int, c_out: int, stride: tuple[int, int, int]) -> nn.Sequential:
@@ -251,12 +242,14 @@ class TwoStreamEF(nn.Module):
             stream.stages[0][0] = GrayInputConv(stream.stages[0][0])
 
 
-@register_video_model("two-stream")
+@_video(
+    "two-stream", "two-stream", "3D-CNN on frames + 3D-CNN on frame differences, attention fusion; EF (B, 1)"
+)
 def two_stream(widths: tuple[int, ...] = (16, 32, 64, 128), **kw: object) -> nn.Module:
     return TwoStreamEF(widths=tuple(widths), **kw)  # type: ignore[arg-type]
 
 
-@register_video_model("two-stream-tiny")
+@_video("two-stream-tiny", "two-stream", "two-stream with widths 8-16-32, for tests and CPU demos")
 def two_stream_tiny(**kw: object) -> nn.Module:
     """Narrow widths for tests and CPU demos."""
     return TwoStreamEF(widths=(8, 16, 32), hidden=32, **kw)  # type: ignore[arg-type]
@@ -268,9 +261,12 @@ class R2Plus1DEF(nn.Module):
     The attribute names are torchvision's, so an EchoNet checkpoint loads once its `module.` prefix is stripped.
     """
 
-    def __init__(self, ef_mean: float = 55.6) -> None:
+    def __init__(self, in_chans: int = 3, ef_mean: float = 55.6) -> None:
         super().__init__()
         import torchvision
+
+        if in_chans != 3:
+            raise ModelError("r2plus1d_18 (EchoNet) takes 3 channels: set channels: 3")
 
         net = torchvision.models.video.r2plus1d_18(weights=None)
         net.fc = nn.Linear(net.fc.in_features, 1)
@@ -291,6 +287,10 @@ class R2Plus1DEF(nn.Module):
         self.stem[0] = GrayInputConv(self.stem[0])
 
 
-@register_video_model("r2plus1d_18")
+@_video(
+    "r2plus1d_18",
+    "r2plus1d",
+    "torchvision R(2+1)D-18 with EchoNet-Dynamic's one-output head (3 channels); EF (B, 1)",
+)
 def r2plus1d_18(**kw: object) -> nn.Module:
     return R2Plus1DEF(**kw)  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
-"""`lv-seg` and `lv-trace`: the LV cavity on single frames, and from it ED/ES, volumes and EF per beat.
+"""What `lv-seg` and `lv-trace` share: the LV cavity on single frames, and from it ED/ES, volumes and EF per beat.
 
-Both train on the expert-traced ED and ES frames of an EchoNet-Dynamic folder: lv-seg learns the cavity mask
-rasterised from the tracing (U-Net / LR-ASPP / DeepLabV3), lv-trace regresses the 21 lines themselves (84
-normalised coordinates in canonical order) with a MobileNetV2. Evaluation measures
+The tasks themselves are in lv_seg.py and lv_trace.py. Both train on the expert-traced ED and ES frames of an
+EchoNet-Dynamic folder: lv-seg learns the cavity mask rasterised from the tracing (U-Net / LR-ASPP / DeepLabV3),
+lv-trace regresses the 21 lines themselves (84 normalised coordinates in canonical order) with a MobileNetV2 or a
+landmark U-Net. Evaluation measures
     - on the traced frames: Dice (and, for lv-trace, mean end-point distance and chord-length error), and EF by
       Simpson's method from the predicted ED and ES outlines compared with the truth (headline `mae`);
     - on whole cines of the `cine_eval` splits (test by default): the LV area on every frame, ED/ES found as
@@ -13,7 +14,6 @@ Predictions CSV rows: `level` = "frame" (one per evaluated frame), "traced" and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
-from torch import nn
 
-from sonokit.core.registry import register_task
-from sonokit.echo.data import FrameDataset, fill_frame_counts, read_echo_index
+from sonokit.echo.beats import find_beats, finite_mean, join_values
+from sonokit.echo.cine_task import CINE_PREPROCESS, ECHO_DEFAULTS, CineOptions, CineTask
+from sonokit.echo.data import FrameDataset, fill_frame_counts
 from sonokit.echo.evaluate import (
     class_agreement,
     dice,
@@ -32,11 +32,10 @@ from sonokit.echo.evaluate import (
     mean_with_ci,
     nearest_error,
     plot_area_curve,
+    plot_ef_agreement,
 )
-from sonokit.echo.frames import PreparedStore
-from sonokit.echo.tracing import canonical_tracing, tracing_area, tracing_errors
+from sonokit.echo.tracing import tracing_area, tracing_errors
 from sonokit.errors import InputError
-from sonokit.tasks.base import Task, TaskOptions, normalise_batch
 from sonokit.utils import get_logger
 
 log = get_logger(__name__)
@@ -48,11 +47,10 @@ PRED_COLUMNS = [
 ]  # fmt: skip
 
 
-class LVOptions(TaskOptions):
+class LVOptions(CineOptions):
     cine_eval: list[str] = Field(
         default_factory=lambda: ["test"], description="splits also run on every frame"
     )
-    thresholds: str = "default"
     augment_strength: float = Field(1.0, ge=0.0, le=2.0)
     appearance_aug: bool = Field(
         False, description="restyle training frames (grey-level curve, gain, TGC, speckle, blur, noise)"
@@ -61,57 +59,29 @@ class LVOptions(TaskOptions):
     area_plots: int = Field(4, ge=0, description="LV area curves plotted per evaluated split")
 
 
-class LVTraceOptions(LVOptions):
-    volume_loss: float = Field(
-        1.0,
-        ge=0.0,
-        description="weight of |V_pred / V_true - 1| (Simpson's volume of the predicted and the expert "
-        "tracing, in torch) added to the coordinate loss; 0 turns it off",
-    )
-    volume_warmup: float = Field(
-        0.2,
-        ge=0.0,
-        le=1.0,
-        description="fraction of the epochs trained on the coordinates alone before the volume loss ramps in "
-        "(linearly, over a tenth of the epochs): from the start it stalls the coordinate regression",
-    )
-    heatmap_loss: float = Field(
-        0.01,
-        ge=0.0,
-        description="landmark models (unet-points): weight of the cross-entropy between each point's softmax "
-        "map and a Gaussian (heatmap_sigma pixels) at the true point; 0 trains on coordinates alone",
-    )
-    heatmap_sigma: float = Field(2.0, gt=0.0, description="pixels of the model input")
+#: The defaults lv-seg and lv-trace share (each task adds its model, epochs and own options).
+LV_DEFAULTS: dict[str, Any] = {
+    **ECHO_DEFAULTS,
+    "batch_size": 16,
+    "lr": 0.002,
+    "options": {"cine_eval": ["test"], "thresholds": "default", "augment_strength": 1.0},
+}
 
 
-def _join(values: Sequence[Any], fmt: str = "{}") -> str:
-    return ";".join(fmt.format(v) for v in values)
-
-
-class LVTask(Task):
+class LVTask(CineTask):
     """What lv-seg and lv-trace share: the items, the frame dataset, and the cine-level EF pipeline."""
 
-    allow_hflip = False
     Options = LVOptions
     opts: LVOptions
     target: ClassVar[str] = "mask"
-
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        from sonokit.clinical import get_thresholds
-
-        get_thresholds(self.opts.thresholds)
-        self.echonet = None
-        self.store = PreparedStore(cfg.size)
+    data_hint = "ECHONET_FOLDER (FileList.csv, VolumeTracings.csv)"
+    need_ef = False
+    pipeline = "the LV pipeline"
 
     # ------------------------------------------------------------------ data
 
     def read_index(self) -> pd.DataFrame:
-        if self.cfg.data is None:
-            raise InputError(
-                "no dataset given: pass --data ECHONET_FOLDER (FileList.csv, VolumeTracings.csv)"
-            )
-        df, self.echonet = read_echo_index(self.cfg.data, need_ef=False)
+        df = super().read_index()
         if self.echonet is None or not self.echonet.tracings:
             raise InputError(
                 f"{self.name} trains on expert tracings: an EchoNet-Dynamic folder with "
@@ -152,12 +122,6 @@ class LVTask(Task):
         cols = ["path", "name", "ef", "group", "split", "fps", "frame", "phase", "lines", "cine"]
         return pd.DataFrame(rows, columns=cols)
 
-    def check_items(self, items: pd.DataFrame) -> None:
-        from sonokit.echo.frames import count_cine_frames
-
-        for path in items["path"].astype(str).unique():
-            count_cine_frames(path)
-
     def build_dataset(self, df: pd.DataFrame, train: bool) -> FrameDataset:
         # `augment.enabled: false` (the switch every task has) turns all of it off; the rest is in options
         enabled = bool(self.cfg.augment.get("enabled", True))
@@ -179,17 +143,12 @@ class LVTask(Task):
 
     def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
         info = super().describe_data(index, items)
-        info["videos"] = {split: int(df["path"].nunique()) for split, df in items.items()}
         info["traced_frames"] = {split: int((df["phase"] != "").sum()) for split, df in items.items()}
         return info
 
     def has_targets(self, batch: dict[str, Any]) -> bool:
         h = batch.get("has_target")
         return bool(h.any()) if isinstance(h, torch.Tensor) else False
-
-    def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        mean, std = self.cfg.channel_stats()
-        return model(normalise_batch(batch["x"], mean, std))
 
     # ------------------------------------------------------------------ per-item outputs (subclasses)
 
@@ -216,7 +175,6 @@ class LVTask(Task):
 
     def predictions(self, collected: dict[str, np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
         from sonokit.clinical import volume_from_tracing
-        from sonokit.echo.beats import find_beats
 
         rows = items.iloc[collected["index"]].reset_index(drop=True)
         pred_masks, true_masks, pred_lines = self.outlines(collected)
@@ -267,7 +225,7 @@ class LVTask(Task):
                     }
                 )
             if bool(item["cine"]):
-                videos.append(self._cine_row(base, g, rows, pred_masks, pred_lines, traced, find_beats))
+                videos.append(self._cine_row(base, g, rows, pred_masks, pred_lines, traced))
         out = pd.concat([frame_df, pd.DataFrame(videos, columns=PRED_COLUMNS)], ignore_index=True)
         if self.unmeasured:
             log.warning(
@@ -276,7 +234,17 @@ class LVTask(Task):
             )  # fmt: skip
         return out
 
-    def _cine_row(self, base, g, rows, pred_masks, pred_lines, traced, find_beats) -> dict[str, Any]:
+    def _cine_row(
+        self,
+        base: dict[str, Any],
+        g: pd.DataFrame,
+        rows: pd.DataFrame,
+        pred_masks: np.ndarray,
+        pred_lines: np.ndarray | None,
+        traced: pd.DataFrame,
+    ) -> dict[str, Any]:
+        """The `cine` row of one video: its area curve's beats, their Simpson EFs and how far the detected ED/ES
+        lie from the expert's frames (`g`: the video's frame rows, `traced`: those of the traced frames)."""
         g = g.sort_values("frame")
         area = g["area_pred"].to_numpy(float)
         fps = rows.loc[rows["path"] == base["path"], "fps"].iloc[0]
@@ -297,12 +265,12 @@ class LVTask(Task):
             efs.append(_ef_or_nan(edv, esv))
         true_ed = int(traced.at["ED", "frame"]) if "ED" in traced.index else -1
         true_es = int(traced.at["ES", "frame"]) if "ES" in traced.index else -1
+        ed, es = [b.ed for b in beats], [b.es for b in beats]
         return {
-            **base, "level": "cine", "frame": -1, "phase": "beats",
-            "y_pred": float(np.nanmean(efs)) if np.isfinite(efs).any() else np.nan,
-            "n_beats": len(beats), "ed_frames": _join([b.ed for b in beats]), "es_frames": _join([b.es for b in beats]),
-            "beat_efs": _join(efs, "{:.2f}"), "ed_error": nearest_error([b.ed for b in beats], true_ed),
-            "es_error": nearest_error([b.es for b in beats], true_es),
+            **base, "level": "cine", "frame": -1, "phase": "beats", "y_pred": finite_mean(efs),
+            "n_beats": len(beats), "ed_frames": join_values(ed), "es_frames": join_values(es),
+            "beat_efs": join_values(efs, "{:.2f}"), "ed_error": nearest_error(ed, true_ed),
+            "es_error": nearest_error(es, true_es),
         }  # fmt: skip
 
     def score(self, collected: dict[str, np.ndarray], items: pd.DataFrame, metric: str) -> float:
@@ -373,36 +341,16 @@ class LVTask(Task):
         return out
 
     def plots(self, preds: pd.DataFrame, metrics: dict[str, Any], plot_dir: Path, split: str) -> list[Path]:
-        from sonokit.evaluate.plots import plot_bland_altman, plot_confusion, plot_pred_vs_true
+        from sonokit.evaluate.plots import plot_pred_vs_true
 
         out: list[Path] = []
         traced = preds[preds["level"] == "traced"].dropna(subset=["y_true", "y_pred"])
         if len(traced):
-            out += [
-                plot_pred_vs_true(
-                    traced["y_true"],
-                    traced["y_pred"],
-                    plot_dir / f"ef_pred_vs_true_{split}.png",
-                    "EF (%)",
-                    f"{split}: Simpson from predicted outlines, ED/ES frames",
-                )
-            ]
-            if split != "test" and not (preds["level"] == "cine").any():
-                return out  # model selection needs one look; the full set is for the held-out test split
-            out += [
-                plot_bland_altman(
-                    traced["y_true"], traced["y_pred"], plot_dir / f"ef_bland_altman_{split}.png", "EF (%)"
-                ),
-            ]
-            hf = metrics["heart_function"]
-            out.append(
-                plot_confusion(
-                    hf["confusion_matrix"],
-                    hf["labels"],
-                    plot_dir / f"ef_classes_{split}.png",
-                    f"{split}: heart function ({hf['thresholds']})",
-                )
-            )
+            # model selection needs one look; the full set is for the held-out test split (and cine splits)
+            full = split == "test" or (preds["level"] == "cine").any()
+            title = f"{split}: Simpson from predicted outlines, ED/ES frames"
+            hf = metrics["heart_function"] if full else None
+            out += plot_ef_agreement(traced["y_true"], traced["y_pred"], plot_dir, split, title, hf)
         cine = preds[preds["level"] == "cine"].dropna(subset=["y_true", "y_pred"])
         if len(cine):
             out.append(
@@ -442,264 +390,13 @@ class LVTask(Task):
 
     def input_spec(self) -> dict[str, Any]:
         spec = super().input_spec()
-        spec.update(
-            layout="(B, C, H, W) frame",
-            preprocess="frames at size x size used as they are; others: sector crop, centred zero pad, resize",
-        )
+        spec.update(layout="(B, C, H, W) frame", preprocess=CINE_PREPROCESS)
         return spec
 
     def export_recipe(self) -> dict[str, Any]:
-        from sonokit.tasks.recipe import echo_recipe
+        from sonokit.export.recipe import echo_recipe
 
         return echo_recipe(self, postprocess="sonokit only (masks/keypoints to LV outline, volumes, EF)")
-
-    def predict_items(self, files: Sequence[Path]) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-        from sonokit.echo.frames import cine_index
-
-        df, errors = cine_index(list(files), "the LV pipeline")
-        return (self.expand(df) if len(df) else df), errors
-
-
-def _pack(masks: np.ndarray) -> np.ndarray:
-    return np.packbits(masks.reshape(len(masks), -1).astype(bool), axis=1)
-
-
-def _unpack(bits: np.ndarray, size: int) -> np.ndarray:
-    return np.unpackbits(bits, axis=1, count=size * size).reshape(-1, size, size).astype(bool)
-
-
-@register_task
-class LVSegTask(LVTask):
-    name = "lv-seg"
-    kind = "segmentation"
-    monitor = ("dice", "max")
-    headline = ("mae", "rmse", "r2", "dice")
-    target = "mask"
-    intended_use = (
-        "Research: segment the LV cavity on apical four-chamber echo frames; LV area per frame, ED/ES frames, "
-        "Simpson volumes and EF per beat. Trained on the data set named in this card; not for clinical use."
-    )
-    defaults = {
-        "model": "unet",
-        "size": 112,
-        "channels": 3,
-        "mean": [0.13],
-        "std": [0.19],
-        "epochs": 30,
-        "batch_size": 16,
-        "lr": 0.002,
-        "weight_decay": 0.0001,
-        "patience": 8,
-        "options": {
-            "cine_eval": ["test"],
-            "thresholds": "default",
-            "augment_strength": 1.0,
-            "appearance_aug": False,
-            "hflip": False,
-            "area_plots": 4,
-        },
-    }
-
-    def build_model(self, load_init_weights: bool = True) -> nn.Module:
-        from sonokit.echo.seg_models import create_seg_model
-
-        if self.cfg.pretrained not in (None, "", "none"):
-            from sonokit.errors import ModelError
-
-            raise ModelError(
-                f"--pretrained {self.cfg.pretrained}: nothing can be downloaded here; use --weights PATH"
-            )
-        model = create_seg_model(self.cfg.model, in_chans=self.cfg.channels)
-        if load_init_weights and self.cfg.weights:
-            from sonokit.models import load_weights
-
-            load_weights(model, self.cfg.weights)
-        return model
-
-    def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        h = batch["has_target"].bool()
-        logits, y = outputs[h].float(), batch["y"][h].float()
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, y)
-        p = torch.sigmoid(logits)
-        inter = (p * y).sum(dim=(1, 2, 3))
-        soft_dice = (2 * inter + 1.0) / (p.sum(dim=(1, 2, 3)) + y.sum(dim=(1, 2, 3)) + 1.0)
-        return bce + (1.0 - soft_dice).mean()
-
-    def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        pred = (outputs.detach().float() > 0).cpu().numpy()[:, 0]
-        true = (batch["y"].detach() > 0.5).cpu().numpy()[:, 0]
-        return {
-            "index": batch["index"].detach().cpu().numpy(),
-            "pred_bits": _pack(pred),
-            "true_bits": _pack(true),
-            "has": batch["has_target"].detach().cpu().numpy(),
-        }
-
-    def outlines(self, collected: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, None]:
-        s = self.cfg.size
-        return _unpack(collected["pred_bits"], s), _unpack(collected["true_bits"], s), None
-
-
-@register_task
-class LVTraceTask(LVTask):
-    name = "lv-trace"
-    kind = "keypoints"
-    monitor = ("mae", "min")  # val EF MAE: a small point error can hide ED and ES outlines drawn alike
-    headline = ("mae", "rmse", "r2", "point_error")
-    target = "lines"
-    Options = LVTraceOptions
-    opts: LVTraceOptions
-    intended_use = (
-        "Research: trace the LV (long axis and 20 chords, EchoNet layout) on apical four-chamber echo frames; "
-        "Simpson volumes, ED/ES and EF per beat. Trained on the data set named in this card; not for clinical use."
-    )
-    defaults = {
-        "model": "mobilenetv2",
-        "head": "avg",
-        "size": 112,
-        "channels": 3,
-        "mean": [0.13],
-        "std": [0.19],
-        "epochs": 40,
-        "batch_size": 16,
-        "lr": 0.002,
-        "weight_decay": 0.0001,
-        "patience": 0,
-        "options": {
-            "cine_eval": ["test"],
-            "thresholds": "default",
-            "augment_strength": 1.0,
-            "area_plots": 4,
-            "volume_loss": 1.0,
-            "volume_warmup": 0.2,
-        },
-    }
-
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        self.mean_tracing: list[float] | None = None
-
-    def prepare_index(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Also the mean canonical tracing of the training frames: the output layer starts from it."""
-        index = super().prepare_index(df)
-        if self.mean_tracing is None and self.echonet is not None:
-            stack = []
-            for name in index.loc[index["split"] == "train", "name"]:
-                cine_size = self._video_size(str(name))
-                for _, lines in self._traced(str(name)).values():
-                    stack.append(canonical_tracing(lines) / cine_size)
-            if stack:
-                self.mean_tracing = np.mean(stack, axis=0).reshape(-1).round(6).tolist()
-        return index
-
-    def _video_size(self, name: str) -> float:
-        fl = self.echonet.filelist
-        row = fl[fl["FileName"] == self.echonet.video_path(name).name]
-        if len(row) and "FrameWidth" in fl.columns and pd.notna(row["FrameWidth"].iloc[0]):
-            return float(row["FrameWidth"].iloc[0])
-        return float(self.cfg.size)
-
-    def build_model(self, load_init_weights: bool = True) -> nn.Module:
-        from sonokit.echo.seg_models import POINT_MODELS, create_point_model
-        from sonokit.models import create
-
-        if self.cfg.model in POINT_MODELS:
-            model = create_point_model(self.cfg.model, in_chans=self.cfg.channels, points=42)
-            if load_init_weights and self.cfg.weights:
-                from sonokit.models import load_weights
-
-                load_weights(model, self.cfg.weights)
-            return model
-        model = create(
-            self.cfg.model,
-            num_classes=84,
-            in_chans=self.cfg.channels,
-            head=self.cfg.head,
-            pretrained=self.cfg.pretrained if load_init_weights else None,
-            weights=self.cfg.weights if load_init_weights else None,
-            dropout=self.cfg.dropout,
-            img_size=self.cfg.size,
-        )
-        if load_init_weights and not self.cfg.weights and self.mean_tracing is not None:
-            last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-            with torch.no_grad():
-                last.bias.copy_(torch.tensor(self.mean_tracing, dtype=last.bias.dtype))
-                last.weight.mul_(0.1)
-        return model
-
-    def forward(self, model: nn.Module, batch: dict[str, Any]) -> Any:
-        """Coordinates (B, 84); a landmark model in training also gives its maps, for the heatmap loss."""
-        net = getattr(model, "module", model)
-        if model.training and getattr(net, "points", None) and self.opts.heatmap_loss > 0:
-            mean, std = self.cfg.channel_stats()
-            return model(normalise_batch(batch["x"], mean, std), maps=True)
-        return super().forward(model, batch)
-
-    def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
-        """Smooth L1 on the 84 normalised coordinates, plus (`volume_loss`) the relative error of the Simpson
-        volume of the predicted tracing, |V_pred / V_true - 1| (bounded gradients, also for a collapsed outline): the coordinate loss alone lets ED and ES shapes drift
-        towards the mean shape, which a small point error hides but the EF (a volume ratio) does not."""
-        from sonokit.echo.tracing import simpson_volume_torch
-
-        outputs, log_prob = outputs if isinstance(outputs, tuple) else (outputs, None)
-        h = batch["has_target"].bool()
-        pred, true = outputs[h].float(), batch["y"][h].float()
-        loss = nn.functional.smooth_l1_loss(pred, true, beta=0.02)
-        if log_prob is not None and len(pred):
-            loss = loss + self.opts.heatmap_loss * _gaussian_ce(log_prob[h], true, self.opts.heatmap_sigma)
-        weight = self.opts.volume_loss * self._volume_ramp()
-        if weight > 0 and len(pred):
-            v_pred = simpson_volume_torch(pred.reshape(-1, 21, 4))
-            v_true = simpson_volume_torch(true.reshape(-1, 21, 4)).clamp_min(1e-6)
-            loss = loss + weight * (v_pred / v_true - 1.0).abs().mean()
-        return loss
-
-    def _volume_ramp(self) -> float:
-        """0 during the first `volume_warmup` of the epochs, then up to 1 over a tenth of them (1 before a
-        training dataset exists)."""
-        ds = getattr(self, "train_dataset", None)
-        if ds is None or self.opts.volume_warmup <= 0:
-            return 1.0
-        epochs = max(int(self.cfg.epochs), 1)
-        start, ramp = self.opts.volume_warmup * epochs, max(0.1 * epochs, 1.0)
-        return float(np.clip((ds.epoch + 1 - start) / ramp, 0.0, 1.0))
-
-    def collect(self, outputs: Any, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        outputs = outputs[0] if isinstance(outputs, tuple) else outputs
-        return {
-            "index": batch["index"].detach().cpu().numpy(),
-            "pred_lines": outputs.detach().float().cpu().numpy(),
-            "true_lines": batch["y"].detach().float().cpu().numpy(),
-            "has": batch["has_target"].detach().cpu().numpy(),
-        }
-
-    def outlines(self, collected: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from sonokit.clinical import rasterize_tracing
-
-        s = self.cfg.size
-        pred = collected["pred_lines"].reshape(-1, 21, 4) * s
-        true = collected["true_lines"].reshape(-1, 21, 4) * s
-        has = collected["has"].astype(bool)
-        pred_masks = (
-            np.stack([rasterize_tracing(p, (s, s)) for p in pred]) if len(pred) else np.zeros((0, s, s), bool)
-        )
-        true_masks = (
-            np.stack(
-                [
-                    rasterize_tracing(t, (s, s)) if h else np.zeros((s, s), bool)
-                    for t, h in zip(true, has, strict=True)
-                ]
-            )
-            if len(true)
-            else pred_masks
-        )
-        return pred_masks, true_masks, pred
-
-    def state(self) -> dict[str, Any]:
-        return {"classes": None, "mean_tracing": self.mean_tracing}
-
-    def load_state(self, card: dict[str, Any]) -> None:
-        self.mean_tracing = card.get("mean_tracing")
 
 
 def _ef_or_nan(edv: float, esv: float) -> float:
@@ -711,17 +408,3 @@ def _ef_or_nan(edv: float, esv: float) -> float:
         if np.isfinite(edv) and np.isfinite(esv) and edv > 0 and esv >= 0
         else np.nan
     )
-
-
-def _gaussian_ce(log_prob: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Cross-entropy of (B, K, H, W) log-probability maps against normalised Gaussians at the (B, 2K) points
-    (x, y in units of the side), averaged over maps."""
-    b, k, h, w = log_prob.shape
-    pts = points.reshape(b, k, 2)
-    xs = torch.arange(w, device=log_prob.device, dtype=log_prob.dtype)
-    ys = torch.arange(h, device=log_prob.device, dtype=log_prob.dtype)
-    gx = torch.exp(-((xs - pts[..., :1] * w) ** 2) / (2 * sigma**2))  # (B, K, W)
-    gy = torch.exp(-((ys - pts[..., 1:] * h) ** 2) / (2 * sigma**2))  # (B, K, H)
-    g = gy[..., :, None] * gx[..., None, :]
-    g = g / g.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-    return -(g * log_prob).sum(dim=(-2, -1)).mean()

@@ -1,7 +1,10 @@
-"""LV segmentation networks: a small U-Net (fast on a CPU), torchvision's LR-ASPP, and EchoNet's DeepLabV3.
+"""LV segmentation networks: a small U-Net (fast on a CPU), torchvision's LR-ASPP, and EchoNet's DeepLabV3; and
+the landmark networks built on the U-Net (one soft-argmax map per tracing point).
 
-Every model takes a normalised frame batch (B, C, H, W) and returns one logit map (B, 1, H, W) for "inside the
-LV cavity". Nothing is ever downloaded: torchvision models are built with weights=None.
+A segmentation model takes a normalised frame batch (B, C, H, W) and returns one logit map (B, 1, H, W) for
+"inside the LV cavity"; a landmark model returns (B, 2 * points) coordinates. Both kinds live in the one model
+registry (sonokit.models.registry) under kind "segmentation" and "landmarks". Nothing is ever downloaded:
+torchvision models are built with weights=None.
 """
 
 from __future__ import annotations
@@ -12,24 +15,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-SEG_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from sonokit.models.registry import Builder, build, register_model
 
 
-def register_seg_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        SEG_MODELS[name] = fn
-        return fn
-
-    return wrap
-
-
-def create_seg_model(name: str, in_chans: int = 3, **kwargs: object) -> nn.Module:
-    """The front door for segmentation models (`unet`, `unet-tiny`, `lraspp`, `deeplabv3_resnet50`)."""
-    from sonokit.errors import ModelError
-
-    if name not in SEG_MODELS:
-        raise ModelError(f"unknown segmentation model {name!r}; choose one of {sorted(SEG_MODELS)}")
-    return SEG_MODELS[name](in_chans=in_chans, **kwargs)
+def _seg(name: str, description: str, family: str) -> Callable[[Builder], Builder]:
+    """register_model for a segmentation network: EchoNet's 112 px frames, any size from 16 px up."""
+    return register_model(
+        name,
+        kind="segmentation",
+        family=family,
+        description=description,
+        default_img_size=112,
+        min_img_size=16,
+    )
 
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
@@ -79,12 +77,12 @@ class UNet(nn.Module):
         return self.out(x)[..., :h, :w]
 
 
-@register_seg_model("unet")
+@_seg("unet", "U-Net 16-32-64-128, pads to a multiple of 8; LV logits (B, 1, H, W)", "unet")
 def unet(in_chans: int = 3, **kw: object) -> nn.Module:
     return UNet(in_chans, widths=(16, 32, 64, 128), **kw)  # type: ignore[arg-type]
 
 
-@register_seg_model("unet-tiny")
+@_seg("unet-tiny", "U-Net 8-16-32, for tests and CPU demos", "unet")
 def unet_tiny(in_chans: int = 3, **kw: object) -> nn.Module:
     """For tests and CPU demos."""
     model = UNet(in_chans, widths=(8, 16, 32), **kw)  # type: ignore[arg-type]
@@ -136,21 +134,21 @@ class TorchvisionSeg(nn.Module):
         return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
 
 
-@register_seg_model("lraspp")
+@_seg("lraspp", "torchvision LR-ASPP on MobileNetV3-Large", "torchvision")
 def lraspp(in_chans: int = 3, **kw: object) -> nn.Module:
     """torchvision LR-ASPP on MobileNetV3-Large (randomly initialised)."""
     return TorchvisionSeg("lraspp", in_chans)
 
 
-@register_seg_model("deeplabv3_resnet50")
+@_seg(
+    "deeplabv3_resnet50", "torchvision DeepLabV3 ResNet-50 (EchoNet-Dynamic's; slow on a CPU)", "torchvision"
+)
 def deeplabv3_resnet50(in_chans: int = 3, **kw: object) -> nn.Module:
     """EchoNet-Dynamic's segmentation network (slow on a CPU; use it with EchoNet's weights)."""
     return TorchvisionSeg("deeplabv3_resnet50", in_chans)
 
 
 # ---------------------------------------------------------------------------------------------- landmark networks
-
-POINT_MODELS = ("unet-points", "unet-tiny-points")
 
 
 class SoftArgmaxPoints(nn.Module):
@@ -187,11 +185,22 @@ class SoftArgmaxPoints(nn.Module):
         return (coords, log_prob) if maps else coords
 
 
-def create_point_model(name: str, in_chans: int = 3, points: int = 42) -> nn.Module:
-    """`unet-points` / `unet-tiny-points`: the lv-seg U-Nets with one soft-argmax map per tracing point."""
-    from sonokit.errors import ModelError
+def _points(base: str) -> Callable[..., nn.Module]:
+    """The builder of `<base>-points`: the segmentation U-Net with one soft-argmax map per tracing point."""
 
-    if name not in POINT_MODELS:
-        raise ModelError(f"unknown landmark model {name!r}; choose one of {', '.join(POINT_MODELS)}")
-    base = name.removesuffix("-points")
-    return SoftArgmaxPoints(create_seg_model(base, in_chans, num_classes=points), points, name)
+    def builder(in_chans: int = 3, points: int = 42) -> nn.Module:
+        net = build(base, kind="segmentation", in_chans=in_chans, num_classes=points)
+        return SoftArgmaxPoints(net, points, f"{base}-points")
+
+    return builder
+
+
+for _base in ("unet", "unet-tiny"):
+    register_model(
+        f"{_base}-points",
+        kind="landmarks",
+        family="unet",
+        description=f"{_base} with a soft-argmax map per point; (B, 2 * points) coordinates (lv-trace: 42)",
+        default_img_size=112,
+        min_img_size=16,
+    )(_points(_base))
