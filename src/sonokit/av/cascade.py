@@ -23,6 +23,7 @@ import torch
 
 from sonokit.av.boxes import clip_boxes, detection_metrics, inverse_map
 from sonokit.av.data import crop, crop_input, letterbox_gray
+from sonokit.core.loop import forward_batch
 from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
 from sonokit.utils import atomic_write_json, get_logger, progress, write_csv
@@ -108,7 +109,7 @@ class Cascade:
             chunk = images[start : start + self.batch_size]
             prepared = [letterbox_gray(im, size) for im in chunk]
             x = torch.from_numpy(np.stack([p[0] for p in prepared])).float().div_(255.0)[:, None]
-            raw = task.forward(self.det.model, {"x": x.to(self.det.device)})
+            _, raw, _ = forward_batch(task, self.det.model, {"x": x}, self.det.device)
             if self._tap is not None:
                 fit = self.check.score(self._tap.take())
                 checks += [
@@ -134,8 +135,8 @@ class Cascade:
         for start in range(0, len(crops), self.batch_size):
             chunk = crops[start : start + self.batch_size]
             x = np.stack([crop_input(c, size, self.noise_reduction) for c in chunk])
-            xt = torch.from_numpy(x).float().div_(255.0)[:, None].to(self.cls.device)
-            logits = task.forward(self.cls.model, {"x": xt})
+            xt = torch.from_numpy(x).float().div_(255.0)[:, None]
+            _, logits, _ = forward_batch(task, self.cls.model, {"x": xt}, self.cls.device)
             probs.append(torch.softmax(logits.float(), dim=1)[:, self.pos_index].cpu().numpy())
         return np.concatenate(probs) if probs else np.zeros(0)
 

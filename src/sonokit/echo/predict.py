@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonokit.core.loop import forward_batch
 from sonokit.echo.beats import Beat, find_beats, finite_mean, join_values
 from sonokit.echo.frames import LoadedStudy, PreparedCine, load_study, to_channels
 from sonokit.errors import InputError, SonokitError
@@ -110,12 +111,11 @@ def prepare_for_prediction(model: EchoModel) -> EchoModel:
 
 
 def _frame_batches(model: EchoModel, cine: PreparedCine, batch_size: int):
-    cfg = model.run.cfg
-    mean, std = cfg.channel_stats()
+    """The cine's frames as the LV task's batches ({"x": (B, C, S, S) in [0, 1]}; the task normalises them)."""
+    channels = model.run.cfg.channels
     for s in range(0, len(cine.frames), batch_size):
-        chunk = to_channels(cine.frames[s : s + batch_size], cfg.channels)  # (B, S, S, C)
-        x = torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))).float().div_(255.0)
-        yield normalise_batch(x.to(model.run.device), mean, std)
+        chunk = to_channels(cine.frames[s : s + batch_size], channels)  # (B, S, S, C)
+        yield {"x": torch.from_numpy(np.ascontiguousarray(chunk.transpose(0, 3, 1, 2))).float().div_(255.0)}
 
 
 # An LV smaller than this share of the model's image is no LV (a few stray pixels on a foreign or very poor cine).
@@ -174,7 +174,11 @@ def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LV
 
     net = model.run.model
     size = model.run.cfg.size
-    outs = [net(x).float().cpu() for x in _frame_batches(model, cine, batch_size)]
+    run = model.run
+    outs = [
+        forward_batch(run.task, net, batch, run.device, channels_last=run.cfg.channels_last)[1].float().cpu()
+        for batch in _frame_batches(model, cine, batch_size)
+    ]
     if model.role == "seg":
         masks = (torch.cat(outs)[:, 0] > 0).numpy()
         res = LVResult(area=masks.reshape(len(masks), -1).sum(axis=1).astype(float), masks=masks)
