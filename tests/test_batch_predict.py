@@ -248,3 +248,18 @@ def test_uncertainty_columns_stream_with_workers_and_cine_rows(setup) -> None:
     assert len(video) == 1 and video["combined_pred"].iloc[0] in classes  # the cine's aggregated row
     if not (items[items["path"] == video["path"].iloc[0]]["flagged"] == "True").any():
         assert video["combined_pred"].iloc[0] == video["y_pred"].iloc[0]
+
+
+def test_predictor_entry_points_agree(setup) -> None:
+    """One predictor per run: in memory (`table`), streamed (`to_csv`) and on item rows (`items`) give one row."""
+    from sonokit.predict import Predictor
+
+    predictor = Predictor.load(setup["run"], "cpu")
+    images = sorted(setup["inputs"].glob("*.png"))[:6]
+    table, errors = predictor.table(images, batch_size=4)
+    assert not errors and len(table) == len(images)
+    res = predictor.to_csv(images, setup["root"] / "predictor.csv", batch_size=3)
+    assert not res.errors and _same(_read(res.path), table.astype(str))
+    items, _ = predictor.run.task.predict_items(images)
+    rows, collected, _ = predictor.items(items, batch_size=5)
+    assert list(rows["y_pred"]) == list(table["y_pred"]) and len(collected["index"]) == len(images)
