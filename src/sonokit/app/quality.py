@@ -31,7 +31,10 @@ def assess_quality(run: Any, image: np.ndarray, frame: int, threshold: float) ->
     from sonokit.quality.gate import decide
 
     classes = list(run.task.classes)
-    probs, ssim = run.task.predict_arrays(run.model, [gray(image)], run.device)
+    from sonokit.predict import Predictor
+
+    out = Predictor(run).arrays([gray(image)])
+    probs, ssim = out["probs"], out["ssim_pred"]
     p = np.asarray(probs, dtype=float)
     j = int(p[0].argmax())
     return QualityVerdict(

@@ -6,7 +6,7 @@ system is one module of this package, each calling its system's own library func
 
     loading         sonokit.app.models (the selected runs, once per Selection, and what each run fitted)
     header          sonokit.io.describe (DICOM: its allow-listed, de-identified summary)
-    quality gate    sonokit.app.quality (the quality task's predict_arrays + sonokit.quality.gate.decide)
+    quality gate    sonokit.app.quality (sonokit.predict.Predictor.arrays + sonokit.quality.gate.decide)
     echo            sonokit.app.echo (sonokit.echo.predict's EF, EDV/ESV, class, beats, overlay, LV curve;
                     a split-conformal EF interval on the EF run's validation videos)
     classifiers     sonokit.app.classify (applicability first, then temperature, conformal set and abstention

@@ -394,7 +394,7 @@ class LVTask(CineTask):
         return spec
 
     def export_recipe(self) -> dict[str, Any]:
-        from sonokit.export.recipe import echo_recipe
+        from sonokit.tasks.recipe import echo_recipe
 
         return echo_recipe(self, postprocess="sonokit only (masks/keypoints to LV outline, volumes, EF)")
 

@@ -2,7 +2,7 @@
 
 `Predictor.load(RUN)` loads the run folder (sonokit.core.run) and, when asked, puts an onnxruntime session behind
 the model (sonokit.export.backend). `table` predicts files into a DataFrame in memory, `to_csv` streams them into
-a CSV (sonokit.predict.stream) and `items` runs item rows the task already made; all three run the same batch
+a CSV (sonokit.predict.stream) and `items` runs item rows the task already made and `arrays` images already in memory; all four run the same batch
 step (sonokit.core.loop), so a file gets the same row whichever way it is predicted.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sonokit.core.loop import infer_items
+from sonokit.core.loop import amp_dtype, forward_batch, infer_items
 from sonokit.core.run import LoadedRun, input_items, load_run, public_columns
 from sonokit.errors import InputError
 
@@ -62,6 +62,20 @@ class Predictor:
         preds = self.run.task.predictions(collected, items)
         preds["model"] = self.run.name
         return preds, collected, dataset
+
+    def arrays(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """The task's collected outputs (e.g. probs; the quality task adds ssim_pred) for uint8 images already in
+        memory, preprocessed as in training (Task.array_batch)."""
+        import torch
+
+        run = self.run
+        batch = run.task.array_batch(images)
+        run.model.eval()
+        with torch.no_grad():
+            batch, outputs, _ = forward_batch(
+                run.task, run.model, batch, run.device, amp_dtype(run.cfg, run.device), run.cfg.channels_last
+            )
+        return run.task.collect(outputs, batch)
 
     def table(
         self, inputs: Sequence[str | Path], batch_size: int | None = None, labels: str | Path | None = None

@@ -168,14 +168,16 @@ def check_with_run(
     run's own data when missing; without one, a warning and empty columns) unless `applicability` is False."""
     from sonokit.core.run import load_run
     from sonokit.models.embedding import FeatureTap
+    from sonokit.predict import Predictor
     from sonokit.systems import QUALITY
     from sonokit.uncertainty.applicability import load_check
 
-    run = load_run(run_dir, device)
-    QUALITY.require(run, "gate", run_dir)
+    run = QUALITY.require(load_run(run_dir, device), "gate", run_dir)
+    predictor = Predictor(run)
 
     def predict(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return run.task.predict_arrays(run.model, images, run.device)
+        out = predictor.arrays(images)
+        return out["probs"], out["ssim_pred"]
 
     scorer = load_check(run) if applicability else None
     if scorer is None:

@@ -214,40 +214,12 @@ def metric_by_ssim(
 
 
 def run_predict_fn(run: Any) -> PredictFn:
-    """`predict_fn` for a loaded run (sonokit.predict.load_run): the run's own preprocessing, then softmax probs.
+    """`predict_fn` for a loaded run (sonokit.core.run.load_run): softmax probabilities of images in memory,
+    preprocessed as the run was trained (sonokit.predict.Predictor.arrays)."""
+    from sonokit.predict import Predictor
 
-    Tasks with an `array_input(image)` method (the quality task) preprocess with it; image classifiers get the
-    ImageDataset convention (grey or RGB as trained, letterboxed to the run's size, /255).
-    """
-    import torch
-
-    from sonokit.data.datasets import letterbox, to_channels
-    from sonokit.tasks.base import ArrayPredictor
-
-    task, cfg = run.task, run.cfg
-
-    def prepare(image: np.ndarray) -> np.ndarray:
-        if isinstance(task, ArrayPredictor):
-            return task.array_input(image)
-        return (
-            letterbox(to_channels(image, cfg.channels), cfg.size).transpose(2, 0, 1).astype(np.float32)
-            / 255.0
-        )
-
-    def predict(images: list[np.ndarray]) -> np.ndarray:
-        n = len(images)
-        batch = {
-            "x": torch.from_numpy(np.stack([prepare(im) for im in images])).to(run.device),
-            "y": torch.full((n,), -1, dtype=torch.long),
-            "ssim": torch.full((n,), -1.0),
-            "index": torch.arange(n),
-        }
-        run.model.eval()
-        with torch.no_grad():
-            collected = task.collect(task.forward(run.model, batch), batch)
-        return collected["probs"]
-
-    return predict
+    predictor = Predictor(run)
+    return lambda images: predictor.arrays(images)["probs"]
 
 
 def sweep_run(

@@ -21,7 +21,6 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from sonokit.core.loop import forward_batch
 from sonokit.core.registry import register_task
 from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
@@ -186,25 +185,21 @@ class QualityTask(Task):
             "ssim": batch["ssim"].detach().cpu().numpy(),
         }
 
-    # ------------------------------------------------------------------ prediction on arrays (gate, sweep)
+    # ------------------------------------------------------------------ images in memory (gate, sweep)
 
     def array_input(self, image: np.ndarray) -> np.ndarray:
         """The model's float input (C, S, S) for one uint8 image, exactly as in training."""
         return model_input(image, self.cfg.size, self.opts.highpass)
 
-    def predict_arrays(
-        self, model: nn.Module, images: Sequence[np.ndarray], device: torch.device | str = "cpu"
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(class probabilities (N, K), estimated SSIM (N,)) for uint8 images at native resolution."""
-        batch = {"x": torch.from_numpy(np.stack([self.array_input(im) for im in images]))}
-        model.eval()
-        with torch.no_grad():
-            _, out, _ = forward_batch(
-                self, model, batch, torch.device(device), channels_last=self.cfg.channels_last
-            )
-        out = out.float()
-        k = len(self.classes)
-        return torch.softmax(out[:, :k], 1).cpu().numpy(), torch.sigmoid(out[:, k]).cpu().numpy()
+    def array_batch(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
+        """Unlabelled uint8 images at native resolution as the model's batch (`array_input` each)."""
+        n = len(images)
+        return {
+            "x": torch.from_numpy(np.stack([self.array_input(im) for im in images])),
+            "y": torch.full((n,), -1, dtype=torch.long),
+            "ssim": torch.full((n,), -1.0),
+            "index": torch.arange(n),
+        }
 
     # ------------------------------------------------------------------ predictions and metrics
 

@@ -77,18 +77,6 @@ class FrameClassifier(Protocol):
     def video_rows(self, frames: pd.DataFrame) -> pd.DataFrame: ...
 
 
-@runtime_checkable
-class ArrayPredictor(Protocol):
-    """A task that scores images already in memory, as in training (the quality gate on a cine's frames, the
-    robustness sweep on corrupted copies)."""
-
-    def array_input(self, image: np.ndarray) -> np.ndarray: ...
-
-    def predict_arrays(
-        self, model: Any, images: Any, device: Any = "cpu"
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-
 class Task:
     """Base class; subclasses set the class attributes and override the hooks they need."""
 
@@ -225,6 +213,12 @@ class Task:
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def array_batch(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
+        """A batch (unlabelled) of uint8 images already in memory, preprocessed exactly as in training: what
+        sonokit.predict.Predictor.arrays runs (the quality gate on a cine's frames, the robustness sweep on
+        corrupted copies). A task that takes no single images does not override it."""
+        raise InputError(f"task {self.name!r} does not predict on images in memory")
 
     def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError

@@ -128,6 +128,21 @@ class ClassificationTask(Task):
         base = ImageDataset(df, self.classes, size=self.cfg.size, channels=self.cfg.channels)
         return ItemDataset(base, self._augment() if train else None, seed=self.cfg.seed)
 
+    def array_batch(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
+        """ImageDataset's input (grey or RGB as trained, letterboxed to the run's size, /255), unlabelled."""
+        from sonokit.data.datasets import letterbox, to_channels
+
+        c, s = self.cfg.channels, self.cfg.size
+        x = np.stack([letterbox(to_channels(im, c), s).transpose(2, 0, 1) for im in images]).astype(
+            np.float32
+        )
+        n = len(images)
+        return {
+            "x": torch.from_numpy(x / 255.0),
+            "y": torch.full((n,), -1, dtype=torch.long),
+            "index": torch.arange(n),
+        }
+
     def _augment(self):
         from sonokit.augment import AugmentConfig, build_augment
 
