@@ -23,6 +23,7 @@ import torch
 
 from sonokit.av.boxes import clip_boxes, detection_metrics, inverse_map
 from sonokit.av.data import crop, crop_input, letterbox_gray
+from sonokit.av.tables import CALCIFICATION_COLUMNS
 from sonokit.core.loop import forward_batch
 from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
@@ -423,21 +424,7 @@ def evaluate_cascade(
     return summary
 
 
-TABLE_COLUMNS = [
-    "method",
-    "boxes",
-    "model",
-    "threshold",
-    "min_pixels",
-    "f1",
-    "precision",
-    "recall",
-    "specificity",
-    "accuracy",
-    "macro_f1",
-    "auroc",
-    "n",
-]
+TABLE_COLUMNS = [*CALCIFICATION_COLUMNS[:2], "model", *CALCIFICATION_COLUMNS[2:]]
 CI_COLUMNS = ["f1", "precision", "recall", "specificity"]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from sonokit.av.tables import write_table
+from sonokit.av.tables import CALCIFICATION_COLUMNS, write_table
 from sonokit.errors import InputError
 from sonokit.utils import atomic_write_json, atomic_write_text, get_logger
 
@@ -44,23 +44,7 @@ AUGMENT_SETS: dict[str, dict[str, Any]] = {
 }
 DETECTOR_FOR_CASCADE = "all"
 DET_COLUMNS = ["augmentation", "precision", "recall", "f1", "map50", "mean_iou", "n", "seconds"]
-CLS_COLUMNS = [
-    "method",
-    "backbone",
-    "pooling",
-    "boxes",
-    "threshold",
-    "min_pixels",
-    "f1",
-    "precision",
-    "recall",
-    "specificity",
-    "accuracy",
-    "macro_f1",
-    "auroc",
-    "n",
-    "seconds",
-]
+CLS_COLUMNS = [CALCIFICATION_COLUMNS[0], "backbone", "pooling", *CALCIFICATION_COLUMNS[1:], "seconds"]
 CI = ["precision", "recall", "f1", "map50", "mean_iou", "specificity"]
 
 

@@ -114,21 +114,9 @@ def evaluate_heuristic(
     )
     table.insert(1, "boxes", "ground truth")
     if out is not None:
-        from sonokit.av.tables import write_table
+        from sonokit.av.tables import CALCIFICATION_COLUMNS, write_table
 
-        cols = [
-            "method",
-            "boxes",
-            "threshold",
-            "min_pixels",
-            "f1",
-            "precision",
-            "recall",
-            "specificity",
-            "accuracy",
-            "macro_f1",
-            "n",
-        ]
+        cols = [c for c in CALCIFICATION_COLUMNS if c != "auroc"]  # a threshold rule has no ranking
         write_table(
             table,
             out,

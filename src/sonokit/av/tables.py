@@ -11,6 +11,21 @@ import pandas as pd
 
 from sonokit.utils import atomic_write_text, write_csv
 
+#: the columns of a calcification row (heuristic, classifier or cascade) in the paper's tables, in order
+CALCIFICATION_COLUMNS = (
+    "method",
+    "boxes",
+    "threshold",
+    "min_pixels",
+    "f1",
+    "precision",
+    "recall",
+    "specificity",
+    "accuracy",
+    "macro_f1",
+    "auroc",
+    "n",
+)
 INT_COLUMNS = frozenset(
     {"threshold", "min_pixels", "n", "n_frames", "epochs", "tp", "fp", "fn", "tn", "seconds"}
 )
