@@ -263,3 +263,6 @@ def test_predictor_entry_points_agree(setup) -> None:
     items, _ = predictor.run.task.predict_items(images)
     rows, collected, _ = predictor.items(items, batch_size=5)
     assert list(rows["y_pred"]) == list(table["y_pred"]) and len(collected["index"]) == len(images)
+    in_memory = Predictor.from_model(predictor.run.task, predictor.run.model, "cpu", name="mine")
+    same, _ = in_memory.table(images)
+    assert set(same["model"]) == {"mine"} and _same(same.drop(columns="model"), table.drop(columns="model"))

@@ -1,6 +1,6 @@
 """One predictor per run: a trained run (from its folder or in memory) with the entry points that predict on it.
 
-`Predictor.load(RUN)` loads the run folder (sonokit.core.run) and, when asked, puts an onnxruntime session behind
+`Predictor.load(RUN)` loads the run folder (`Predictor.from_model` wraps a task and a network in memory) (sonokit.core.run) and, when asked, puts an onnxruntime session behind
 the model (sonokit.export.backend). `table` predicts files into a DataFrame in memory, `to_csv` streams them into
 a CSV (sonokit.predict.stream) and `items` runs item rows the task already made and `arrays` images already in memory; all four run the same batch
 step (sonokit.core.loop), so a file gets the same row whichever way it is predicted.
@@ -52,6 +52,16 @@ class Predictor:
             from sonokit.export.backend import attach_backend
 
             attach_backend(run, backend, threads)  # type: ignore[arg-type]
+        return cls(run)
+
+    @classmethod
+    def from_model(cls, task: Any, model: Any, device: str = "cpu", name: str = "model") -> Predictor:
+        """A task and a network in memory (just trained, or built by hand) without a run folder."""
+        import torch
+
+        run = LoadedRun(
+            Path(name), task.cfg, task, model.to(device).eval(), {"name": name}, torch.device(device)
+        )
         return cls(run)
 
     def items(
