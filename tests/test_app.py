@@ -254,8 +254,9 @@ def test_classifier_page_with_quality_gate_first(trained, monkeypatch) -> None:
     qrun = load_run(trained["quality"], "cpu")
     for r, data in zip(_results(at), [clean.read_bytes(), noisy], strict=True):
         gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-        with torch.no_grad():  # the network by hand on the task's training input, outside the app's path
-            raw = qrun.model.eval()(torch.from_numpy(qrun.task.array_input(gray))[None]).float()
+        with torch.no_grad():  # the task's own forward on its training input, outside the app's path
+            x = torch.from_numpy(qrun.task.array_input(gray))[None]
+            raw = qrun.task.forward(qrun.model.eval(), {"x": x}).float()
         k = len(qrun.task.classes)
         p, ssim = torch.softmax(raw[:, :k], 1).numpy(), torch.sigmoid(raw[:, k]).numpy()
         assert r.quality.decision == decide(p, qrun.task.classes)[0]
