@@ -50,20 +50,25 @@ _SUBJECT = re.compile(r"^(\d+)_")
 def read_clean_images(source: str | Path) -> pd.DataFrame:
     """Index of clean images (path, group, split) from an HC18 folder, a CSV table or a folder of images.
 
-    HC18 (a `*pixel_size*.csv` beside `images/`): its reader, subject = the leading number. A CSV: `path`
+    HC18 (a `*pixel_size*.csv` beside `images/`): its reader, subject = the leading number. FETAL_PLANES_DB (its
+    CSV beside `Images/`): its reader, group = patient. A CSV: `path`
     (+ optional `group`, `split`); labels are ignored. A folder: every image below it (recursively), skipping
     HC18's `*_Annotation.png` outlines; the group is the file name's leading number when it has one
     (`012_2HC.png` -> 012, so a subject's images stay in one split), otherwise the file's own name.
     """
-    from sonokit.data import detect_format, read_hc18, read_table
+    from sonokit.data import detect_format, read_fetal_planes, read_hc18, read_table
+    from sonokit.data.fetal_planes import FETAL_PLANES_CSV
     from sonokit.io import find_inputs
 
     source = Path(source)
     if not source.exists():
         raise InputError("clean image folder or table not found", source)
-    kind = detect_format(source) if source.is_file() or any(source.glob("*pixel_size*.csv")) else "folder"
+    known = source.is_file() or any(source.glob("*pixel_size*.csv")) or (source / FETAL_PLANES_CSV).is_file()
+    kind = detect_format(source) if known else "folder"
     if kind == "hc18":
         df = read_hc18(source)
+    elif kind == "fetal_planes":  # its table names each image's patient: a patient's images stay in one split
+        df = read_fetal_planes(source)
     elif kind in ("table", "boxes"):
         df = read_table(source, label_col=None)
     else:
