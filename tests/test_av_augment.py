@@ -49,10 +49,8 @@ def _bright_centroid(x: torch.Tensor) -> np.ndarray:
 def test_each_augmentation_moves_the_box_with_the_valve(name: str) -> None:
     from torchvision import tv_tensors
 
-    from sonokit.av.tasks import _build_augment
-
     task = _task(AUGMENT_SETS[name])
-    augment = _build_augment(task.cfg, task.name)
+    augment = task.train_augment()
     rng = np.random.default_rng(0)
     moved = 0
     for seed in range(12):

@@ -270,11 +270,11 @@ def test_configs_match_task_defaults_and_reject_typos(tmp_path) -> None:
     cfg = resolve_config(
         "lus", config_file=good, overrides={"lr": 0.5}, task_defaults=get_task("lus").defaults
     )
-    assert (cfg.epochs, cfg.lr, cfg.augment["rotation_deg"], cfg.augment["hflip"]) == (3, 0.5, 5, True)
+    assert (cfg.epochs, cfg.lr, cfg.augment.rotation_deg, cfg.augment.hflip) == (3, 0.5, 5, True)
     assert read_yaml(good)["epochs"] == 3
     sets = parse_sets(["options.video_rule=mean", "augment.hflip=false", "epochs=4"])
     cfg = resolve_config("lus", config_file=good, task_defaults=get_task("lus").defaults, sets=sets)
-    assert (cfg.options["video_rule"], cfg.options["max_frames"], cfg.augment["hflip"], cfg.epochs) == (
+    assert (cfg.options["video_rule"], cfg.options["max_frames"], cfg.augment.hflip, cfg.epochs) == (
         "mean",
         16,
         False,

@@ -154,7 +154,6 @@ def test_clean_index_groups_by_subject_and_plan_is_balanced(small_hc18):
         plan_corruptions(index, ranges={"blur": (5.0, 2.0)})
 
 
-
 def test_clean_index_of_a_fetal_planes_folder_groups_by_patient(tmp_path):
     """A FETAL_PLANES_DB folder names each image's patient: the quality task's splits must keep them together."""
     from sonokit.data import read_fetal_planes
@@ -165,6 +164,7 @@ def test_clean_index_of_a_fetal_planes_folder_groups_by_patient(tmp_path):
     truth = read_fetal_planes(root).set_index("path")["group"]
     assert len(index) == 24 and index["group"].nunique() < len(index)  # several images per patient
     assert list(index["group"]) == list(truth.loc[index["path"]])
+
 
 @pytest.mark.shared
 def test_corruption_dataset_renders_ssim_and_high_pass(small_hc18):

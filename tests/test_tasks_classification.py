@@ -80,7 +80,7 @@ def test_unknown_options_hflip_and_imagenet_are_refused(tmp_path) -> None:
 
     task = NoFlip(resolve_config("classify", overrides={"augment": {"hflip": True}}, task_defaults={}))
     with pytest.raises(InputError, match="hflip"):
-        task._augment()
+        task.train_augment()
     task = _task("classify", pretrained="imagenet")
     task.classes = ["a", "b"]
     with pytest.raises(ModelError, match="--weights"):

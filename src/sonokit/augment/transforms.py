@@ -14,51 +14,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from sonokit.augment.config import AugmentConfig
+from sonokit.augment.seeds import derive_seed
 
-@dataclass
-class AugmentConfig:
-    """Each augmentation is switched off by setting it to 0 / None / (1, 1) / False.
-
-    hflip stays False by default: mirroring swaps left and right heart chambers in an echo view, so only tasks
-    where laterality carries no meaning (lung, image quality) should turn it on.
-    """
-
-    rotation_deg: float = 10.0
-    translate: float = 0.1
-    zoom: tuple[float, float] | None = (0.9, 1.1)
-    gamma: tuple[float, float] | None = (0.8, 1.2)
-    brightness: float = 0.1
-    contrast: float = 0.1
-    blur_sigma: tuple[float, float] | None = (0.1, 1.0)
-    blur_p: float = 0.2
-    hflip: bool = False
-    enabled: bool = True
-
-    def __post_init__(self) -> None:
-        # YAML gives lists; keep tuples so configs compare and hash the same way.
-        for name in ("zoom", "gamma", "blur_sigma"):
-            value = getattr(self, name)
-            if value is not None:
-                lo, hi = (float(v) for v in value)
-                if not 0 < lo <= hi:
-                    raise ValueError(f"augment {name} must be a range 0 < low <= high, got {value}")
-                setattr(self, name, (lo, hi))
-        for name in ("rotation_deg", "translate", "brightness", "contrast", "blur_p"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"augment {name} must be >= 0, got {getattr(self, name)}")
-        if self.translate > 1 or self.blur_p > 1:
-            raise ValueError("augment translate and blur_p must be <= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Augment", "RandomGamma", "SeededTransform", "build_augment", "build_transform", "derive_seed"]
 
 
 class RandomGamma(v2.Transform):
@@ -74,14 +39,6 @@ class RandomGamma(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.adjust_gamma, inpt, gamma=params["gamma"])
-
-
-def derive_seed(seed: int, index: int = 0, epoch: int = 0) -> int:
-    """A well-mixed 63-bit seed for sample `index` in `epoch` (numpy's SeedSequence hashing)."""
-    state = np.random.SeedSequence([abs(int(seed)), abs(int(index)), abs(int(epoch))]).generate_state(
-        1, np.uint64
-    )
-    return int(state[0] >> np.uint64(1))
 
 
 @contextlib.contextmanager

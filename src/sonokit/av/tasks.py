@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from sonokit.augment.config import AUGMENT_OPTIONS
 from sonokit.av.boxes import box_iou, clip_boxes, detection_metrics, inverse_map
 from sonokit.av.data import NO_LABEL, read_av_index, split_av_index
 from sonokit.core.registry import register_task
@@ -81,18 +82,6 @@ class _AVIndex:
         return split_av_index(df, fractions, self.cfg.seed)
 
 
-def _build_augment(cfg: Any, task_name: str):
-    from sonokit.augment import AugmentConfig, build_augment
-
-    try:
-        aug_cfg = AugmentConfig(**cfg.augment)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"config augment: {err}") from err
-    if aug_cfg.hflip:
-        raise InputError(f"task {task_name!r} does not allow augment.hflip (it mirrors the anatomy)")
-    return build_augment(aug_cfg) if aug_cfg.enabled else None
-
-
 def _check_gray(cfg: Any, name: str) -> None:
     if cfg.channels != 1:
         raise InputError(f"{name} works on grayscale frames: channels must be 1 (got {cfg.channels})")
@@ -135,6 +124,9 @@ class AVDetectTask(_AVIndex, Task):
     Options = DetectOptions
     opts: DetectOptions
     allow_hflip = False
+    augment_options = (
+        AUGMENT_OPTIONS  # boxes move with the pixels (torchvision v2); hflip refused (allow_hflip)
+    )
     intended_use = (
         "Research: locate the aortic valve in a parasternal short-axis ultrasound frame (one box, or none), "
         "as the first stage of the calcification cascade. Not validated for any clinical purpose."
@@ -162,13 +154,13 @@ class AVDetectTask(_AVIndex, Task):
     def build_dataset(self, df: pd.DataFrame, train: bool):
         from sonokit.av.datasets import DetectionDataset
 
-        augment = _build_augment(self.cfg, self.name) if train else None
+        augment = self.train_augment() if train else None
         return DetectionDataset(df, self.cfg.size, augment, seed=self.cfg.seed)
 
     def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
         info = super().describe_data(index, items)
         info["frames_without_valve"] = {s: int((df["n_boxes"] == 0).sum()) for s, df in items.items()}
-        info["augment"] = dict(self.cfg.augment)
+        info["augment"] = self.cfg.augment.given()
         return info
 
     # ------------------------------------------------------------------ model and step
@@ -407,7 +399,7 @@ class AVCalcificationTask(_AVIndex, ClassificationTask):
 
         o = self.opts
         base = CropDataset(df, self.classes, self.cfg.size, o.margin, o.noise_reduction, o.box_jitter)
-        augment = _build_augment(self.cfg, self.name) if train else None
+        augment = self.train_augment() if train else None
         return CropItemDataset(base, augment, self.cfg.seed, jitter=train and o.box_jitter > 0)
 
     def check_items(self, items: pd.DataFrame) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
+from sonokit.augment.config import AugmentConfig
 from sonokit.errors import InputError
 
 # Fields that say where things are or how fast they run, not what is learned: left out of the config hash.
@@ -91,7 +92,11 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0.0)
     balance: Literal["none", "weights", "sampler"] = "weights"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    augment: dict[str, Any] = Field(default_factory=dict)
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig,
+        description="training augmentation (sonokit.augment.AugmentConfig); a task refuses an option it "
+        "does not apply",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="task-specific options, checked by the task"
     )
@@ -120,6 +125,11 @@ class TrainConfig(BaseModel):
     def ignores_given_splits(self) -> bool:
         """split_col: none: the dataset's own splits are dropped and drawn afresh by patient."""
         return self.split_col == NO_SPLIT_COL
+
+    @field_serializer("augment")
+    def _augment_as_given(self, augment: AugmentConfig) -> dict[str, Any]:
+        # the options the config set, as before the config was typed: config.yaml and the hash stay the same
+        return augment.given()
 
     @field_validator("mean", "std")
     @classmethod
@@ -193,7 +203,21 @@ def validate_config(values: dict[str, Any], source: str | Path | None = None) ->
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"config option {where!r}: {first['msg']}", source) from err
+        msg = first["msg"]
+        if first["type"] == "extra_forbidden":
+            msg = _unknown_option(first["loc"])
+        raise InputError(f"config option {where!r}: {msg}", source) from err
+
+
+def _unknown_option(loc: tuple[Any, ...]) -> str:
+    """'unknown option' with the nearest known name, for a misspelt top-level or augment option."""
+    import difflib
+
+    known = {(): TrainConfig.model_fields, ("augment",): AugmentConfig.model_fields}.get(tuple(loc[:-1]))
+    if not known:
+        return "unknown option"
+    near = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
+    return f"unknown option (did you mean {near[0]!r}?)" if near else "unknown option"
 
 
 def resolve_config(

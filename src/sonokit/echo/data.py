@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonokit.augment.geometry import FrameAugment, random_shift, warp_points
+from sonokit.augment.seeds import item_rng
 from sonokit.echo.frames import PreparedStore, to_channels
 from sonokit.echo.tracing import canonical_tracing, map_tracing
 from sonokit.errors import InputError
@@ -140,18 +142,6 @@ def clip_tensor(clip: np.ndarray, channels: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2))).float().div_(255.0)
 
 
-def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Translate the last two axes by (dy, dx) pixels with zero fill (EchoNet's pad-and-crop augmentation)."""
-    if dy == 0 and dx == 0:
-        return x
-    out = torch.zeros_like(x)
-    h, w = x.shape[-2:]
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    out[..., yd, xd] = x[..., ys, xs]
-    return out
-
-
 class ClipDataset(torch.utils.data.Dataset):
     """Clips of `frames` frames every `period` frames starting at each item row's `clip` frame.
 
@@ -190,11 +180,9 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from sonokit.augment import derive_seed
-
         video = self.store.get(self.paths[index]).frames
         start = int(self.starts[index])
-        rng = np.random.default_rng(derive_seed(self.seed, index, self.epoch)) if self.train else None
+        rng = item_rng(self.seed, index, self.epoch) if self.train else None
         span = max(len(video) - (self.frames - 1) * self.period, 1)
         if start < 0:  # no start given: the middle one
             start = (span - 1) // 2
@@ -202,47 +190,24 @@ class ClipDataset(torch.utils.data.Dataset):
             lo = min(start, span - 1)
             start = int(rng.integers(lo, max(lo + 1, min(start + self.stride, span))))
         x = clip_tensor(take_clip(video, start, self.frames, self.period, self.temporal_pad), self.channels)
-        if rng is not None and self.pad > 0:
-            dy, dx = rng.integers(-self.pad, self.pad + 1, size=2)
-            x = shift(x, int(dy), int(dx))
+        if rng is not None:
+            x = random_shift(x, rng, self.pad)  # every frame of the clip by the same pixels
         return {"x": x, "y": torch.tensor(self.targets[index], dtype=torch.float32), "index": index}
 
 
 # ---------------------------------------------------------------------------------------------- frames
 
 
-def _affine(rng: np.random.Generator, size: int, strength: float) -> np.ndarray:
-    """A random 2x3 affine: rotation, isotropic scale and shift about the image centre (never a mirror)."""
-    import cv2
-
-    angle = rng.uniform(-10, 10) * strength
-    scale = 1.0 + rng.uniform(-0.1, 0.1) * strength
-    m = cv2.getRotationMatrix2D(((size - 1) / 2.0, (size - 1) / 2.0), angle, scale)
-    m[:, 2] += rng.uniform(-0.06, 0.06, size=2) * size * strength
-    return m
-
-
-def _hflip(size: int) -> np.ndarray:
-    """The 2x3 affine of a left-right mirror of a size x size image (pixel centres)."""
-    return np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]])
-
-
-def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """The 2x3 affine of `outer` after `inner`."""
-    return np.concatenate(
-        [outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]], 1
-    )
-
-
 class FrameDataset(torch.utils.data.Dataset):
     """Single frames with their LV target when traced: a mask ("mask") or canonical normalised lines ("lines").
 
     Untraced frames (whole-cine evaluation, prediction) carry has_target False and a zero target. Training
-    augmentation (seeded per item and epoch) is a mild rotation / scale / shift applied to image and tracing
-    alike, and a gain / gamma change. With `hflip` half the frames are mirrored, image and tracing together (the
-    LV moves to the screen's other side, as in the LV-left convention: the model learns both). With `appearance`
-    the frame is also restyled (`sonokit.augment.appearance`: grey-level curve, gain, depth gradient, speckle
-    grain, blur, noise), the domain randomisation that lets a model trained on simulated cines meet real ones.
+    augmentation (`sonokit.augment.geometry.FrameAugment`, seeded per item and epoch) is a mild rotation / scale /
+    shift applied to image and tracing alike, and a gain / gamma change. With `hflip` half the frames are
+    mirrored, image and tracing together (the LV moves to the screen's other side, as in the LV-left convention:
+    the model learns both). With `appearance` the frame is also restyled (`sonokit.augment.appearance`:
+    grey-level curve, gain, depth gradient, speckle grain, blur, noise), the domain randomisation that lets a
+    model trained on simulated cines meet real ones.
     The mask is rasterised from the moved tracing, so image and mask always move together.
     """
 
@@ -277,10 +242,6 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(frame (S, S, C) uint8, tracing in model pixels or None), augmented when training."""
-        import cv2
-
-        from sonokit.augment import derive_seed
-
         cine = self.store.get(self.paths[index])
         f = int(self.frames[index])
         if not 0 <= f < len(cine.frames):
@@ -290,23 +251,10 @@ class FrameDataset(torch.utils.data.Dataset):
         if lines is not None:
             lines = map_tracing(lines, cine.transform.to_crop)
         if self.train and self.strength > 0:
-            rng = np.random.default_rng(derive_seed(self.seed, index, self.epoch))
-            m = _affine(rng, self.size, self.strength)
-            # drawn after the original draws, so runs without these options augment as before
-            flip = self.hflip and rng.random() < 0.5
-            if flip:
-                m = _compose(_hflip(self.size), m)
-            image = cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR)
-            image = image.reshape(self.size, self.size, -1)
-            if lines is not None:
-                lines = map_tracing(lines, lambda p: p @ m[:, :2].T + m[:, 2])
-            gain = 1.0 + rng.uniform(-0.2, 0.2) * self.strength
-            gamma = float(np.exp(rng.uniform(-0.2, 0.2) * self.strength))
-            image = np.clip(255.0 * (image / 255.0) ** gamma * gain, 0, 255).astype(np.uint8)
-            if self.appearance:
-                from sonokit.augment.appearance import appearance_augment
-
-                image = appearance_augment(image, rng, self.strength)
+            augment = FrameAugment(self.size, self.strength, hflip=self.hflip, appearance=self.appearance)
+            image, m = augment(image, item_rng(self.seed, index, self.epoch))
+            if lines is not None:  # the tracing's end points move with the frame
+                lines = map_tracing(lines, lambda p: warp_points(p, m))
         return image, lines
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -74,6 +74,10 @@ class LVTask(CineTask):
     Options = LVOptions
     opts: LVOptions
     target: ClassVar[str] = "mask"
+    augment_note = (
+        "its frames are rotated, scaled, shifted and changed in gain and gamma with their tracing by "
+        "options.augment_strength, restyled by options.appearance_aug and mirrored by options.hflip"
+    )
     data_hint = "ECHONET_FOLDER (FileList.csv, VolumeTracings.csv)"
     need_ef = False
     pipeline = "the LV pipeline"
@@ -124,7 +128,7 @@ class LVTask(CineTask):
 
     def build_dataset(self, df: pd.DataFrame, train: bool) -> FrameDataset:
         # `augment.enabled: false` (the switch every task has) turns all of it off; the rest is in options
-        enabled = bool(self.cfg.augment.get("enabled", True))
+        enabled = self.augment_config().enabled if train else self.cfg.augment.enabled
         ds = FrameDataset(
             df,
             self.cfg.size,

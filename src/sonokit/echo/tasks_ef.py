@@ -62,6 +62,10 @@ class EFTask(CineTask):
     )
     data_hint = "ECHONET_FOLDER (FileList.csv, Videos/) or a table"
     pipeline = "EF"
+    augment_note = (
+        "its training clips are shifted by up to options.pad pixels (EchoNet's pad-and-crop), which "
+        "augment.enabled: false turns off"
+    )
     defaults = {
         **ECHO_DEFAULTS,
         "model": "two-stream",
@@ -109,6 +113,8 @@ class EFTask(CineTask):
 
     def build_dataset(self, df: pd.DataFrame, train: bool) -> ClipDataset:
         o = self.opts
+        # the clip's start is still drawn within its window in training: that is sampling, not augmentation
+        pad = o.pad if not train or self.augment_config().enabled else 0
         return ClipDataset(
             df,
             self.cfg.size,
@@ -118,7 +124,7 @@ class EFTask(CineTask):
             o.clip_stride,
             o.temporal_pad,
             train=train,
-            pad=o.pad,
+            pad=pad,
             seed=self.cfg.seed,
             store=self.store,
         )

@@ -205,9 +205,9 @@ class CorruptionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         x = self.x[index]
         if self.flip:
-            from sonokit.augment import derive_seed
+            from sonokit.augment.seeds import item_rng
 
-            if np.random.default_rng(derive_seed(self.seed, index, self.epoch)).random() < 0.5:
+            if item_rng(self.seed, index, self.epoch).random() < 0.5:
                 x = x[..., ::-1]
         return {
             "x": torch.from_numpy(np.ascontiguousarray(x)),

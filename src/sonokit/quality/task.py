@@ -74,6 +74,11 @@ class QualityTask(Task):
     headline = ("accuracy", "macro_f1", "auroc", "gate_accuracy", "ssim_mae")
     Options = QualityOptions
     opts: QualityOptions
+    # a mirror keeps the corruption class and the SSIM (both measured on the unaugmented image); any other
+    # geometry or grey-level change would alter the corruption it must recognise. Mirrored by default, as ever.
+    augment_options = frozenset({"enabled", "hflip"})
+    augment_defaults = {"hflip": True}
+    augment_note = "its targets (corruption class, SSIM) stay true only under a mirror"
     intended_use = (
         "Research: flag ultrasound images that look zoomed (scale-up), median-blurred or noisy, estimate their "
         "SSIM to a clean version, and gate a dataset before training. Trained on synthetic corruptions of clean "
@@ -128,7 +133,12 @@ class QualityTask(Task):
         return plan_corruptions(df, self.opts.ranges, self.opts.copies, seed)
 
     def build_dataset(self, df: pd.DataFrame, train: bool) -> CorruptionDataset:
-        return CorruptionDataset(df, self.cfg.size, self.opts.highpass, flip=train, seed=self.cfg.seed)
+        if train:
+            aug = self.augment_config()
+            flip = aug.enabled and aug.hflip
+        else:
+            flip = False
+        return CorruptionDataset(df, self.cfg.size, self.opts.highpass, flip=flip, seed=self.cfg.seed)
 
     def _targets(self, df: pd.DataFrame) -> np.ndarray:
         lookup = {c: i for i, c in enumerate(self.classes)}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,13 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from sonokit.augment.config import AugmentConfig
 from sonokit.core.config import TrainConfig
 from sonokit.errors import InputError
 from sonokit.utils import get_logger
+
+if TYPE_CHECKING:
+    from sonokit.augment.transforms import Augment
 
 log = get_logger(__name__)
 
@@ -107,6 +111,15 @@ class Task:
     Options: ClassVar[type[TaskOptions]] = TaskOptions
     #: may a horizontal flip be used as augmentation (never for echo: it swaps the heart's sides)
     allow_hflip: ClassVar[bool] = True
+    #: the `augment:` options (sonokit.augment.AugmentConfig) this task applies in training; one set away from
+    #: its default that is not here is refused (`augment_config`), never silently ignored. Every task honours
+    #: `enabled`; the torchvision pipeline (`train_augment`) applies all of AUGMENT_OPTIONS.
+    augment_options: ClassVar[frozenset[str]] = frozenset({"enabled"})
+    #: this task's own value of an option the config leaves unset (not written to config.yaml, so runs trained
+    #: before the option was honoured keep their hash and their augmentation)
+    augment_defaults: ClassVar[dict[str, Any]] = {}
+    #: what the task does instead, for the message that refuses an option
+    augment_note: ClassVar[str] = ""
     intended_use: ClassVar[str] = "Research on ultrasound image analysis."
     collate: ClassVar[Callable[[list[Any]], Any] | None] = None
 
@@ -124,6 +137,46 @@ class Task:
         self.cfg = cfg
         self.opts = self.Options(**cfg.options)
         self.classes: list[str] | None = None
+
+    # ------------------------------------------------------------------ augmentation
+
+    @classmethod
+    def applied_augment(cls) -> frozenset[str]:
+        """The augment options this task applies: augment_options, less hflip where mirroring swaps anatomy."""
+        return cls.augment_options - (frozenset() if cls.allow_hflip else frozenset({"hflip"}))
+
+    def augment_config(self) -> AugmentConfig:
+        """The training augmentation of this run, checked once for every task: an option set away from its
+        default that this task does not apply is an InputError naming it (e.g. `ef --set augment.gamma=[0.5,1]`),
+        so no run trains without an augmentation it was asked for. Called whenever training data is built."""
+        aug = self.cfg.augment
+        if self.augment_defaults:
+            unset = {k: v for k, v in self.augment_defaults.items() if k not in aug.model_fields_set}
+            aug = AugmentConfig(**{**aug.given(), **unset})
+        baseline = AugmentConfig(**self.augment_defaults)
+        changed = aug.changed(baseline)
+        note = f"; {self.augment_note}" if self.augment_note else ""
+        if "hflip" in changed and not self.allow_hflip:
+            raise InputError(
+                f"task {self.name!r} does not allow augment.hflip "
+                f"(a mirror image swaps the anatomy's sides{note})"
+            )
+        refused = [name for name in changed if name not in self.applied_augment()]
+        if refused:
+            applied = ", ".join(f"augment.{n}" for n in sorted(self.applied_augment()))
+            raise InputError(
+                f"task {self.name!r} does not apply {', '.join(f'augment.{n}' for n in refused)} "
+                f"(it applies {applied}{note})"
+            )
+        return aug
+
+    def train_augment(self) -> Augment | None:
+        """The seeded torchvision v2 augmentation of the checked config (None when `augment.enabled` is false),
+        for tasks whose augment_options are all of AUGMENT_OPTIONS."""
+        from sonokit.augment import build_augment
+
+        aug = self.augment_config()
+        return build_augment(aug) if aug.enabled else None
 
     # ------------------------------------------------------------------ data
 

@@ -18,6 +18,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from sonokit.augment.config import AUGMENT_OPTIONS
 from sonokit.core.registry import register_task
 from sonokit.errors import InputError
 from sonokit.evaluate.metrics import accuracy, auroc_ovr, classification_metrics, macro_f1, top_k_accuracy
@@ -53,6 +54,7 @@ class ClassificationTask(Task):
     monitor = ("macro_f1", "max")
     Options = ClassificationOptions
     opts: ClassificationOptions
+    augment_options = AUGMENT_OPTIONS  # the torchvision pipeline (train_augment) applies every option
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -126,7 +128,7 @@ class ClassificationTask(Task):
         from sonokit.data import ImageDataset
 
         base = ImageDataset(df, self.classes, size=self.cfg.size, channels=self.cfg.channels)
-        return ItemDataset(base, self._augment() if train else None, seed=self.cfg.seed)
+        return ItemDataset(base, self.train_augment() if train else None, seed=self.cfg.seed)
 
     def array_batch(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
         """ImageDataset's input (grey or RGB as trained, letterboxed to the run's size, /255), unlabelled."""
@@ -142,17 +144,6 @@ class ClassificationTask(Task):
             "y": torch.full((n,), -1, dtype=torch.long),
             "index": torch.arange(n),
         }
-
-    def _augment(self):
-        from sonokit.augment import AugmentConfig, build_augment
-
-        try:
-            aug_cfg = AugmentConfig(**self.cfg.augment)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"config augment: {err}") from err
-        if aug_cfg.hflip and not self.allow_hflip:
-            raise InputError(f"task {self.name!r} does not allow augment.hflip (it changes the anatomy)")
-        return build_augment(aug_cfg) if aug_cfg.enabled else None
 
     def _targets(self, df: pd.DataFrame) -> np.ndarray:
         lookup = {c: i for i, c in enumerate(self.classes or [])}

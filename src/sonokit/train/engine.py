@@ -470,11 +470,12 @@ def fit(task: Task, index: pd.DataFrame, run_dir: str | Path, callbacks: Sequenc
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Train from a resolved config: a single run, or k-fold cross-validation when cfg.folds >= 2 or the folds
     are given by cfg.fold_col."""
+    task = get_task(cfg.task)(cfg)
+    task.augment_config()  # an augment option the task would ignore fails now, before any data is read
     if cfg.folds >= 2 or cfg.fold_col:
         from sonokit.train.cv import cross_validate
 
         return cross_validate(cfg, callbacks)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    task = get_task(cfg.task)(cfg)
     index = task.prepare_index()
     return fit(task, index, run_dir, callbacks)
