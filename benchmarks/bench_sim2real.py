@@ -84,12 +84,12 @@ def training_mean_ef(run_dir: Path) -> float:
 def ef_predict(run_dir: Path, inputs: list[Path], out_csv: Path, overlay: Path | None, args) -> pd.DataFrame:
     from sonokit.echo.predict import predict_to_csv
 
-    _, table, errors = predict_to_csv(
+    result = predict_to_csv(
         [run_dir], inputs, out_csv, overlay_dir=overlay, device=args.device, workers=1, batch_size=16
     )
-    for e in errors:
+    for e in result.errors:
         print(f"error: {e}")
-    return table
+    return result.table
 
 
 def model_key(table: pd.DataFrame) -> str:

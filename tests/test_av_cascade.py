@@ -225,9 +225,11 @@ def test_predict_says_not_applicable_for_a_frame_unlike_the_detectors_training_d
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), np.ascontiguousarray(skimage.data.astronaut()[..., ::-1]))
     frames = read_av_index(data)["path"].tolist()[:6]
-    table, errors = predict_to_csv(det, cls, [*frames, photo], tmp_path / "av.csv", tmp_path / "crops",
-                                   device="cpu", score_threshold=0.01)  # fmt: skip
-    assert not errors and (det / "applicability" / "applicability.json").is_file()
+    result = predict_to_csv(det, cls, [*frames, photo], tmp_path / "av.csv", tmp_path / "crops",
+                            device="cpu", score_threshold=0.01)  # fmt: skip
+    table = result.table
+    assert not result.errors and (det / "applicability" / "applicability.json").is_file()
+    assert result.path == tmp_path / "av.csv" and result.rows == len(table) == len(pd.read_csv(result.path))
     row = table[table["path"] == str(photo)].iloc[0]
     assert row["status"] == NOT_APPLICABLE and str(row["applicable"]) == "False"
     n_val = json.loads((det / "applicability" / "applicability.json").read_text())["n_val"]
@@ -235,6 +237,6 @@ def test_predict_says_not_applicable_for_a_frame_unlike_the_detectors_training_d
     assert np.isnan(row["p_calcified"]) and np.isnan(row["x1"]) and not isinstance(row["crop_path"], str)
     scans = table[table["path"] != str(photo)]
     assert (scans["status"] == OK).sum() >= 5 and scans["applicable"].sum() >= 5
-    plain, _ = predict_to_csv(det, cls, [photo], tmp_path / "plain.csv", device="cpu", score_threshold=0.01,
-                              applicability=False)  # fmt: skip
+    plain = predict_to_csv(det, cls, [photo], tmp_path / "plain.csv", device="cpu", score_threshold=0.01,
+                           applicability=False).table  # fmt: skip
     assert plain["status"].iloc[0] == OK and plain["applicable"].iloc[0] == ""  # without the check it answers

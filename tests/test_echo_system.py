@@ -366,10 +366,11 @@ def test_ef_predict_gives_ml_when_the_dicom_has_spacing(predicted, runs, echo_ro
     frames = read_frames(predicted["video"])[..., 1]
     fps = float(pd.read_csv(echo_root / "FileList.csv").set_index("FileName").loc[stem, "FPS"])
     dcm = _write_us_dicom(tmp_path / "study.dcm", frames, fps, float(meta["mm_per_px"]))
-    written, table, errors = predict_to_csv(
+    result = predict_to_csv(
         [runs["seg"]], [predicted["video"], dcm], tmp_path / "ml.csv", applicability=False
     )  # units only (a model trained on 6 cines finds this test cine borderline foreign)
-    assert not errors and written is not None
+    table = result.table
+    assert not result.errors and result.path is not None and result.rows == len(table) == 2
     px, ml = (table[table["path"] == str(x)].iloc[0] for x in (predicted["video"], dcm))
     assert px["volume_unit"] == "px^3" and ml["volume_unit"] == "mL"
     assert ml["ed_frames"] == px["ed_frames"] and px["edv"] > 0
@@ -397,10 +398,9 @@ def test_converted_avi_keeps_the_dicoms_ml(predicted, runs, echo_root, tmp_path)
     assert (
         row["SpacingY_mm"] == row["SpacingX_mm"] > float(meta["mm_per_px"])
     )  # 96 px show more than 96 source px
-    written, table, errors = predict_to_csv(
-        [runs["seg"]], [dcm, avi], tmp_path / "ml.csv", applicability=False
-    )
-    assert not errors and written is not None
+    result = predict_to_csv([runs["seg"]], [dcm, avi], tmp_path / "ml.csv", applicability=False)
+    table = result.table
+    assert not result.errors and result.path is not None
     d, a = (table[table["path"] == str(x)].iloc[0] for x in (dcm, avi))
     assert d["volume_unit"] == a["volume_unit"] == "mL"
     assert a["spacing_mm"] == f"{row['SpacingY_mm']:.5f}x{row['SpacingX_mm']:.5f}"

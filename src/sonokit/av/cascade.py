@@ -27,6 +27,7 @@ from sonokit.av.tables import CALCIFICATION_COLUMNS
 from sonokit.core.loop import forward_batch
 from sonokit.data.frames import read_gray
 from sonokit.errors import InputError
+from sonokit.predict.result import PredictionFile
 from sonokit.utils import atomic_write_json, get_logger, progress, write_csv
 
 log = get_logger(__name__)
@@ -274,7 +275,7 @@ def predict_to_csv(
     score_threshold: float | None = None,
     labels: str | Path | None = None,
     applicability: bool = True,
-) -> tuple[pd.DataFrame, list[str]]:
+) -> PredictionFile:
     """`sonokit av predict`: run the cascade and write the CSV atomically (error rows included)."""
     cascade = Cascade(det_run, cls_run, device, score_threshold, applicability=applicability)
     table, errors = cascade.predict_files(inputs, crops_dir, every)
@@ -284,8 +285,7 @@ def predict_to_csv(
         truth = read_av_index(labels)
         lookup = dict(zip(truth["path"].map(lambda p: str(Path(p).resolve())), truth["label"], strict=True))
         table["y_true"] = table["path"].map(lambda p: lookup.get(str(Path(p).resolve()), ""))
-    write_csv(table, out)
-    return table, errors
+    return PredictionFile(write_csv(table, out), len(table), errors, table)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

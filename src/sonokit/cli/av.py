@@ -74,9 +74,10 @@ def predict_cmd(
     from sonokit.av.cascade import ERROR, NO_VALVE, NOT_APPLICABLE, predict_to_csv
 
     quiet_command(quiet)
-    table, errors = predict_to_csv(
+    result = predict_to_csv(
         det_run, cls_run, list(inputs), out, crops, every, device, score_threshold, labels, applicability
     )
+    table, errors = result.table, result.errors
     for err in errors:
         typer.echo(f"error: {err}", err=True)
     ok = table["status"] == "ok"

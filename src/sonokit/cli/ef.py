@@ -126,7 +126,7 @@ def predict(
         raise InputError(
             "--pane all splits files in `sonokit convert`; ef predict measures one pane (--pane N)"
         )
-    written, table, errors = predict_to_csv(
+    result = predict_to_csv(
         list(run),
         list(inputs),
         out,
@@ -138,11 +138,12 @@ def predict(
         pane=picked,
         applicability=applicability,
     )
+    table, errors = result.table, result.errors
     for err in errors:
         typer.echo(f"error: {err}", err=True)
-    if written is not None:
+    if result.path is not None:
         ok = int((table["error"] == "").sum()) if "error" in table.columns else len(table)
-        typer.echo(f"{ok} of {len(table)} studies measured -> {written}")
+        typer.echo(f"{ok} of {len(table)} studies measured -> {result.path}")
         for col in (c for c in table.columns if c.startswith("applicable_")):
             foreign = int((table[col] == False).sum())  # noqa: E712 - "" (no check) is neither
             if foreign:

@@ -27,6 +27,7 @@ from sonokit.core.loop import forward_batch
 from sonokit.echo.beats import Beat, find_beats, finite_mean, join_values
 from sonokit.echo.frames import LoadedStudy, PreparedCine, load_study, to_channels
 from sonokit.errors import InputError, SonokitError
+from sonokit.predict.result import PredictionFile
 from sonokit.tasks.base import normalise_batch
 from sonokit.utils import get_logger
 
@@ -600,14 +601,13 @@ def predict_to_csv(
     workers: int = 2,
     pane: int | None = None,
     applicability: bool = True,
-) -> tuple[Path | None, pd.DataFrame, list[str]]:
-    """Load the runs, measure every input, write the CSV atomically (error rows included)."""
+) -> PredictionFile:
+    """`sonokit ef predict`: load the runs, measure every input, write the CSV atomically (error rows included)."""
     from sonokit.clinical import get_thresholds
     from sonokit.utils import write_csv
 
     get_thresholds(thresholds)  # an unknown preset fails before any model is loaded
     models = load_echo_models(run_dirs, device, applicability)
     table, errors = predict_studies(inputs, models, thresholds, overlay_dir, batch_size, workers, pane)
-    if table.empty:
-        return None, table, errors
-    return write_csv(table, out), table, errors
+    path = write_csv(table, out) if not table.empty else None
+    return PredictionFile(path, len(table), errors, table)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from sonokit.core.loop import amp_dtype, concat_parts, forward_batch
 from sonokit.core.run import LoadedRun, public_columns
 from sonokit.data.cache import transient
 from sonokit.errors import InputError, SonokitError
+from sonokit.predict.result import PredictionFile
 from sonokit.utils import atomic_write_text, get_logger, progress
 from sonokit.utils.paths import is_utf8, printable
 
@@ -39,12 +40,11 @@ log = get_logger(__name__)
 
 
 @dataclass
-class StreamResult:
-    path: Path | None  # the finished CSV (None when no file could be predicted)
+class StreamResult(PredictionFile):
+    """A streamed prediction (the rows stay on disk, not in `table`)."""
+
     files_done: int = 0  # files predicted by this call
     files_skipped: int = 0  # files already in the previous CSV (resume)
-    rows: int = 0  # rows written by this call
-    errors: list[str] = field(default_factory=list)
     backend: str = "torch"
 
 
