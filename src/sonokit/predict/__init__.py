@@ -2,5 +2,6 @@
 
 from sonokit.core.run import LoadedRun, load_run
 from sonokit.predict.predictor import Predictor, predict_to_csv
+from sonokit.predict.result import PredictionFile
 
-__all__ = ["LoadedRun", "Predictor", "load_run", "predict_to_csv"]
+__all__ = ["LoadedRun", "PredictionFile", "Predictor", "load_run", "predict_to_csv"]
