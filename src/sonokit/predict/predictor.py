@@ -8,6 +8,7 @@ step (sonokit.core.loop), so a file gets the same row whichever way it is predic
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sonokit.core.loop import amp_dtype, forward_batch, infer_items
-from sonokit.core.run import LoadedRun, input_items, load_run, public_columns
+from sonokit.core.run import WEIGHTS, LoadedRun, input_items, load_run, public_columns
 from sonokit.errors import InputError
 
 if TYPE_CHECKING:
@@ -35,6 +36,35 @@ def labels_lookup(labels: str | Path | None, run: LoadedRun) -> dict[str, str]:
     return dict(zip(df["path"].map(lambda p: str(Path(p).resolve())), df["label"].astype(str), strict=True))
 
 
+def fold_runs(run_dir: str | Path) -> list[Path]:
+    """The fold run folders of a cross-validation folder (RUN/metrics_cv.json, no weights at its top), else []."""
+    run_dir = Path(run_dir)
+    summary = run_dir / "metrics_cv.json"
+    if (run_dir / WEIGHTS).is_file() or not summary.is_file():
+        return []
+    return [run_dir / name for name in json.loads(summary.read_text(encoding="utf-8")).get("runs", [])]
+
+
+def fold_ensemble(run_dir: str | Path, folds: Sequence[Path], device: str = "auto") -> LoadedRun:
+    """One run whose network is the mean of the folds' (sonokit.models.ensemble), with the first fold's task.
+
+    For new data only: every file of the cross-validation data was in some fold's training split, so `evaluate`
+    keeps to one fold at a time."""
+    from sonokit.models.ensemble import MeanEnsemble
+
+    runs = [load_run(d, device) for d in folds]
+    first = runs[0]
+    for run in runs[1:]:
+        if run.task.name != first.task.name or run.task.classes != first.task.classes:
+            raise InputError(
+                f"folds disagree on task or classes ({run.run_dir.name} vs {first.run_dir.name})", run_dir
+            )
+    card = {"name": Path(run_dir).name, "ensemble": [r.name for r in runs]}
+    return LoadedRun(
+        Path(run_dir), first.cfg, first.task, MeanEnsemble([r.model for r in runs]).eval(), card, first.device
+    )
+
+
 class Predictor:
     """A loaded run and the ways to predict with it (see the module docstring)."""
 
@@ -46,7 +76,13 @@ class Predictor:
         cls, run_dir: str | Path, device: str = "auto", backend: str = "torch", threads: int | None = None
     ) -> Predictor:
         """backend "onnx" (or "auto" when a current model.onnx is there) runs the model in onnxruntime: same
-        outputs, no gradients (Grad-CAM and the uncertainty columns need "torch", the default)."""
+        outputs, no gradients (Grad-CAM and the uncertainty columns need "torch", the default).
+
+        The folder of a cross-validation (`train --folds K`: RUN/fold_<i>, no weights of its own) predicts with
+        the mean of its folds' networks (fold_ensemble; torch)."""
+        folds = fold_runs(run_dir)
+        if folds:
+            return cls(fold_ensemble(run_dir, folds, device))
         run = load_run(run_dir, device)
         if backend != "torch":
             from sonokit.export.backend import attach_backend
