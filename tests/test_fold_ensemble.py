@@ -53,3 +53,18 @@ def test_cv_folder_predicts_with_the_mean_of_its_folds(cv_run, tmp_path) -> None
     result = predict_to_csv(root, files, tmp_path / "preds.csv", device="cpu")
     written = pd.read_csv(result.path)
     assert list(written["y_pred"]) == list(table["y_pred"])
+
+
+def test_cv_folder_refuses_what_it_cannot_do(cv_run, tmp_path) -> None:
+    from sonokit.errors import InputError
+    from sonokit.evaluate.runner import evaluate_run
+    from sonokit.predict import Predictor
+
+    root = cv_run["root"]
+    with pytest.raises(InputError, match="evaluate one fold"):  # the ensemble saw every file in training
+        evaluate_run(root, device="cpu")
+    with pytest.raises(InputError, match="predicts with torch"):
+        Predictor.load(root, "cpu", backend="onnx")
+    with pytest.raises(InputError, match="pass a fold folder"):
+        Predictor.load(root, "cpu").to_csv(cv_run["images"], tmp_path / "u.csv", uncertainty=True)
+    assert not list(tmp_path.iterdir())

@@ -84,6 +84,15 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     return LoadedRun(run_dir, cfg, task, model, card, dev)
 
 
+def fold_runs(run_dir: str | Path) -> list[Path]:
+    """The fold run folders of a cross-validation folder (RUN/metrics_cv.json, no weights at its top), else []."""
+    run_dir = Path(run_dir)
+    summary = run_dir / "metrics_cv.json"
+    if (run_dir / WEIGHTS).is_file() or not summary.is_file():
+        return []
+    return [run_dir / name for name in json.loads(summary.read_text(encoding="utf-8")).get("runs", [])]
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

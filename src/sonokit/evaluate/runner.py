@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sonokit.core.loop import amp_dtype, infer, make_loader
-from sonokit.core.run import is_training_data, load_run, public_columns, split_rows
+from sonokit.core.run import fold_runs, is_training_data, load_run, public_columns, split_rows
 from sonokit.errors import InputError
 from sonokit.utils import atomic_write_json, get_logger, write_csv
 
@@ -120,6 +120,12 @@ def evaluate_run(
     from sonokit.evaluate.breakdown import by_levels
     from sonokit.evaluate.report import write_report
 
+    if fold_runs(run_dir):
+        raise InputError(
+            "a cross-validation folder: evaluate one fold (fold_<i>; its test split is its held-out part), "
+            "metrics_cv.json holds all of them",
+            run_dir,
+        )
     run = load_run(run_dir, device)
     if not is_training_data(run, data):
         raise InputError(

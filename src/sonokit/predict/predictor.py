@@ -8,7 +8,6 @@ step (sonokit.core.loop), so a file gets the same row whichever way it is predic
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sonokit.core.loop import amp_dtype, forward_batch, infer_items
-from sonokit.core.run import WEIGHTS, LoadedRun, input_items, load_run, public_columns
+from sonokit.core.run import LoadedRun, fold_runs, input_items, load_run, public_columns
 from sonokit.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,15 +33,6 @@ def labels_lookup(labels: str | Path | None, run: LoadedRun) -> dict[str, str]:
     if "label" not in df.columns:
         raise InputError("labels table has no label column", labels)
     return dict(zip(df["path"].map(lambda p: str(Path(p).resolve())), df["label"].astype(str), strict=True))
-
-
-def fold_runs(run_dir: str | Path) -> list[Path]:
-    """The fold run folders of a cross-validation folder (RUN/metrics_cv.json, no weights at its top), else []."""
-    run_dir = Path(run_dir)
-    summary = run_dir / "metrics_cv.json"
-    if (run_dir / WEIGHTS).is_file() or not summary.is_file():
-        return []
-    return [run_dir / name for name in json.loads(summary.read_text(encoding="utf-8")).get("runs", [])]
 
 
 def fold_ensemble(run_dir: str | Path, folds: Sequence[Path], device: str = "auto") -> LoadedRun:
@@ -82,6 +72,11 @@ class Predictor:
         the mean of its folds' networks (fold_ensemble; torch)."""
         folds = fold_runs(run_dir)
         if folds:
+            if backend == "onnx":
+                raise InputError(
+                    "a cross-validation folder predicts with torch (its folds have no joint ONNX export)",
+                    run_dir,
+                )
             return cls(fold_ensemble(run_dir, folds, device))
         run = load_run(run_dir, device)
         if backend != "torch":
@@ -153,6 +148,11 @@ class Predictor:
         unreadable input); `uncertainty` adds the fitted scorer's columns (sonokit.predict.uncertainty)."""
         from sonokit.predict.stream import stream_predict
 
+        if uncertainty and "ensemble" in self.run.card:
+            raise InputError(
+                "--uncertainty scores with one run's fitted scorer: pass a fold folder (fold_<i>)",
+                self.run.run_dir,
+            )
         return stream_predict(
             self.run,
             inputs,
