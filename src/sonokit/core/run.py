@@ -1,9 +1,10 @@
 """The run folder: its file names, loading a trained run, and the split every later step reuses.
 
 A run folder holds config.yaml, model.safetensors (+ model_card.json, written last: a finished run), the last
-checkpoint and splits.csv (the split of every index row). Evaluation, retrieval, applicability, the quality sweep
-and the valve cascade all take their rows from `split_rows`/`split_index` here, so `test` means the run's own test
-split everywhere.
+checkpoint and splits.csv (the split of every index row). Evaluation, retrieval, applicability and the quality
+sweep take their rows from `split_rows`/`split_index` here and the valve cascade applies its classifier run's
+saved splits, so `test` means the run's own test split everywhere. A cross-validation folder holds fold_<i> runs
+and metrics_cv.json instead of weights (`fold_runs`).
 """
 
 from __future__ import annotations
