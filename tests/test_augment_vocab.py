@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ from sonokit.augment.geometry import (
 from sonokit.core.config import _HASHED_WHEN_SET, _NON_SEMANTIC, load_run_config, parse_sets, resolve_config
 from sonokit.errors import InputError
 from sonokit.tasks import get_task, task_names
+from test_engine_cli import sonokit
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -151,33 +149,17 @@ def test_options_a_task_applies_reach_its_datasets() -> None:
     assert _task("lus", augment={"enabled": False}).train_augment() is None
 
 
-def _sonokit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    import sonokit
-
-    src = str(Path(sonokit.__file__).resolve().parents[1])  # the sonokit under test, whatever is installed
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "SONOKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sonokit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_refuses_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     out = tmp_path / "run"
-    proc = _sonokit(
+    proc = sonokit(
         "train", "ef", "--data", "data", "--out", str(out), "--set", "augment.gamma=[0.5,1.5]", cwd=tmp_path
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: task 'ef' does not apply augment.gamma"), lines
     assert not out.exists()  # refused before anything was read or written
-    proc = _sonokit("train", "classify", "--data", "data", "--set", "augment.rotaton_deg=5", cwd=tmp_path)
+    proc = sonokit("train", "classify", "--data", "data", "--set", "augment.rotaton_deg=5", cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "'augment.rotaton_deg': unknown option (did you mean 'rotation_deg'?)" in lines[0]

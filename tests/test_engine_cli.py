@@ -33,7 +33,12 @@ RUN_FILES = (
 
 
 def sonokit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SONOKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    """`python -m sonokit ARGS` on the sonokit under test (its src first on the path, whatever is installed)."""
+    import sonokit as package
+
+    src = str(Path(package.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "SONOKIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "sonokit", *args],
         cwd=cwd,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, shared_data
 from test_export import sonokit, train_tiny_run
 
 CONSUMER = ROOT / "examples" / "onnx_standalone.py"
@@ -187,10 +187,13 @@ def test_a_wrong_pixel_would_be_caught(exported) -> None:
 @pytest.mark.shared
 def test_standalone_on_real_images(exported, tmp_path) -> None:
     """Real fetal-plane scans (large grey PNGs) and HC18 heads, when ../shared is there."""
-    files = sorted((SHARED / "data" / "fetal_planes_subset").glob("*/*.png"))[::8][:16]
-    files += sorted((SHARED / "data" / "hc18" / "images").glob("*_HC.png"))[:4]
-    if len(files) < 4:
-        pytest.skip(f"real images not found under {SHARED / 'data'}")
+    fetal, hc18 = (
+        shared_data("fetal_planes_subset", "."),
+        shared_data("hc18", "images"),
+    )  # skip without ../shared
+    scans, heads = sorted(fetal.glob("*/*.png"))[::8][:16], sorted((hc18 / "images").glob("*_HC.png"))[:4]
+    assert len(scans) >= 10 and len(heads) == 4, f"real scans missing under {SHARED / 'data'}"
+    files = scans + heads
     got = standalone(exported["run"] / "model.onnx", files, tmp_path / "standalone.csv")
     ref = sonokit_predict(exported["run"], files, "onnx", tmp_path / "sonokit.csv")
     assert len(got) == len(files)
