@@ -63,7 +63,7 @@ def load_models(selection: Selection, device: str = "auto") -> Models:
             if loaded:  # its columns are named by its role: ef_video, edv_seg ...
                 models.echo.append(dataclasses.replace(loaded[0], key=loaded[0].role))
     for d in selection.classifiers:
-        run = attempt(d, lambda d=d: _load_run(d, device, _is_classifier, "an image classifier"))
+        run = attempt(d, lambda d=d: _load_classifier(d, device))
         if run is not None:
             models.classifiers.append(run)
     if selection.quality:
@@ -84,15 +84,11 @@ def load_models(selection: Selection, device: str = "auto") -> Models:
     return models
 
 
-def _is_classifier(task: Any) -> bool:
-    return task.kind == "classification" and bool(task.classes)
-
-
-def _load_run(run_dir: str, device: str, accept: Callable[[Any], bool], what: str) -> Any:
-    """sonokit.core.run.load_run, refused (InputError) when its task is not `what` the page expects here."""
+def _load_classifier(run_dir: str, device: str) -> Any:
+    """A run whose task has classes (any classifier, plug-ins too); another run is refused with one line."""
     run = load_run(run_dir, device)
-    if not accept(run.task):
-        raise InputError(f"a {run.task.name!r} run is not {what}", run_dir)
+    if run.task.kind != "classification" or not run.task.classes:
+        raise InputError(f"a {run.task.name!r} run is not an image classifier", run_dir)
     return run
 
 
