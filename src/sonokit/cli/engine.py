@@ -93,6 +93,12 @@ def train_cmd(
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
     ),
+    unlabelled: list[Path] | None = typer.Option(
+        None,
+        "--unlabelled",
+        help="lv-seg/lv-trace: unlabelled cines (folder or files, repeatable) to self-train on: a teacher in "
+        "OUT/teacher pseudo-labels them, the student in OUT trains on both.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars, warnings only."),
 ) -> None:
     """Train a model; evaluates val and test at the end and writes the run folder."""
@@ -139,7 +145,12 @@ def train_cmd(
         cfg = resolve_config(task, config, overrides, task_defaults=task_cls.defaults, sets=extra)
     if cfg.data is None:
         raise InputError("no dataset given: pass --data PATH (or data: in --config)")
-    run_dir = train(cfg)
+    if unlabelled:
+        from sonokit.echo.self_train import train_with_unlabelled
+
+        run_dir = train_with_unlabelled(cfg, unlabelled)
+    else:
+        run_dir = train(cfg)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
     typer.echo(f"run folder: {run_dir}")

@@ -57,6 +57,10 @@ class LVOptions(CineOptions):
     )
     hflip: bool = Field(False, description="mirror half the training frames, image and tracing together")
     area_plots: int = Field(4, ge=0, description="LV area curves plotted per evaluated split")
+    pseudo_labels: str | None = Field(
+        None,
+        description="a pseudo_labels.csv (`train --unlabelled`): its cines' pseudo-tracings join the training split",
+    )
 
 
 #: The defaults lv-seg and lv-trace share (each task adds its model, epochs and own options).
@@ -94,6 +98,29 @@ class LVTask(CineTask):
             )
         return df
 
+    def prepare_index(self, df: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The labelled index with its splits, plus (options.pseudo_labels) one training row per pseudo-labelled
+        cine, each its own patient: validation and test stay on the labelled data."""
+        index = super().prepare_index(df)
+        if not self.opts.pseudo_labels:
+            return index
+        from sonokit.echo.self_train import PSEUDO_GROUP, read_pseudo_labels
+
+        self.pseudo = read_pseudo_labels(self.opts.pseudo_labels)
+        new = [p for p in self.pseudo if p not in set(index["path"].astype(str))]
+        rows = pd.DataFrame(
+            {"path": new, "name": [Path(p).name for p in new], "ef": np.nan, "label": "",
+             "group": [PSEUDO_GROUP + p for p in new], "split": "train", "fps": np.nan, "n_frames": np.nan}
+        )  # fmt: skip
+        return pd.concat([index, rows], ignore_index=True) if new else index
+
+    def _labelled(self, path: str, name: str) -> dict[int, tuple[str, np.ndarray]]:
+        """{frame: (phase, lines)} of a cine: the expert's tracings, or the pseudo-tracings of an unlabelled one."""
+        pseudo = getattr(self, "pseudo", None)
+        if pseudo and path in pseudo:
+            return pseudo[path]
+        return self._traced(name)
+
     def _traced(self, name: str) -> dict[int, tuple[str, np.ndarray]]:
         """{frame: (phase, lines)} of a video's usable tracings ({} when there are none)."""
         if self.echonet is None or self.echonet.tracing_problem(name) is not None:
@@ -110,7 +137,7 @@ class LVTask(CineTask):
             df = fill_frame_counts(df)
         rows, skipped = [], []
         for i, row in df.iterrows():
-            traced = self._traced(str(row["name"]))
+            traced = self._labelled(str(row["path"]), str(row["name"]))
             if not traced and not cine[i]:
                 skipped.append(str(row["name"]))
                 continue
@@ -148,6 +175,13 @@ class LVTask(CineTask):
     def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
         info = super().describe_data(index, items)
         info["traced_frames"] = {split: int((df["phase"] != "").sum()) for split, df in items.items()}
+        pseudo = getattr(self, "pseudo", None)
+        if pseudo:
+            info["pseudo_labelled"] = {
+                "source": self.opts.pseudo_labels,
+                "cines": len(pseudo),
+                "frames": sum(len(frames) for frames in pseudo.values()),
+            }
         return info
 
     def has_targets(self, batch: dict[str, Any]) -> bool:
