@@ -173,6 +173,73 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def score_run(run_dir: Path, args: argparse.Namespace, out: Path, floor_run: Path | None = None) -> dict:
+    """Steps 2-4 for one run: external evaluation, `ef predict` on every real video, the floors (the training
+    mean EF of `floor_run`'s simulated data, default the run's own)."""
+    from sonokit.evaluate.external import evaluate_external
+
+    t0 = time.time()
+    ev = evaluate_external(run_dir, args.real, out / "eval", n_boot=args.n_boot)
+    t_eval = time.time() - t0
+    t0 = time.time()
+    videos = sorted((args.real / "Videos").glob("*.avi"))
+    table = ef_predict(run_dir, videos, out / "ef_predict.csv", None, args)
+    scored = score_predictions(table, args.real)
+    t_pred = time.time() - t0
+    y_true = scored.pop("y_true")
+    finite = y_true[np.isfinite(y_true)]
+    train_mean = training_mean_ef(floor_run or run_dir)
+    floors = {
+        "training_mean_ef": train_mean,
+        "mae_training_mean": float(np.abs(finite - train_mean).mean()),
+        "mae_own_mean": float(np.abs(finite - finite.mean()).mean()),
+    }
+    return {"run": str(run_dir), "evaluate": ev, "ef_predict": scored, "floors": floors,
+            "seconds": {"evaluate": t_eval, "ef_predict": t_pred}}  # fmt: skip
+
+
+def table_rows(r: dict) -> list[tuple[str, str]]:
+    ev, scored, floors = r["evaluate"], r["ef_predict"], r["floors"]
+    return [
+        ("videos scored (evaluate / ef predict)", f"{ev.get('n_videos')} / {scored['n_videos']}"),
+        ("Dice, traced ED+ES frames (95% CI)", f"{fmt(ev.get('dice'))} {fmt_ci(ev.get('dice_ci95'))}"),
+        ("Dice at ED / ES", f"{fmt(ev.get('dice_ed'))} / {fmt(ev.get('dice_es'))}"),
+        ("EF MAE, Simpson on the traced frames", f"{fmt(ev.get('mae'), 1)} {fmt_ci(ev.get('mae_ci95'), 1)}"),
+        (
+            "EF MAE, `ef predict` (ED/ES found by the model)",
+            f"{fmt(scored['ef_mae'], 1)} (n={scored['ef_mae_n']})",
+        ),
+        ("ef predict rows failed (no EF)", str(scored["n_failed"])),
+        ("ef predict rows with a headline EF (applicable)", str(scored["n_headline_ef"])),
+        ("ef predict rows flagged", str(scored["n_flagged"])),
+        ("ef predict rows judged not applicable", fmt(scored["n_not_applicable"])),
+        (
+            "floor: training mean EF for all, MAE",
+            f"{floors['mae_training_mean']:.1f} (mean {floors['training_mean_ef']:.1f}%)",
+        ),
+        ("floor: the scored set's own mean EF, MAE (peeks)", f"{floors['mae_own_mean']:.1f}"),
+    ]
+
+
+def self_train(args: argparse.Namespace, teacher: Path) -> tuple[Path, dict]:
+    """The student of `sonokit train lv-seg --unlabelled`: pseudo-labels from the teacher on --unlabelled, then
+    the teacher's recipe on the simulated cines plus them (OUT/self_train; its teacher is a copy of the run)."""
+    import shutil
+
+    from sonokit.core.run import load_run
+    from sonokit.echo.self_train import PSEUDO_REPORT, TEACHER, train_with_unlabelled
+
+    out = args.out / "self_train"
+    if not (out / "model.safetensors").is_file():
+        if not (out / TEACHER / "model_card.json").is_file():
+            shutil.copytree(teacher, out / TEACHER, dirs_exist_ok=True)
+        cfg = load_run(teacher, "cpu").cfg.model_copy(update={"threads": args.threads, "device": args.device})
+        train_with_unlabelled(cfg.model_copy(update={"out": str(out)}), args.unlabelled)
+    report = pd.read_csv(out / PSEUDO_REPORT)
+    return out, {"cines": int(len(report)), "cines_used": int((report["frames"] > 0).sum()),
+                 "frames": int(report["frames"].sum())}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--real", type=Path, required=True, help="labelled EchoNet-format folder to score on")
@@ -190,6 +257,13 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument(
+        "--unlabelled",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="unlabelled real cines (folders or files) to self-train on; the student is scored beside the run",
+    )
     p.add_argument("--cines", type=Path, nargs="*", default=[], help="unlabelled cines to measure and show")
     p.add_argument("--montage", type=Path, help="PNG of the --cines' ED/ES review frames")
     args = p.parse_args()
@@ -198,7 +272,6 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from sonokit.data.echonet import read_echonet
-    from sonokit.evaluate.external import evaluate_external
 
     read_echonet(args.real, check_videos=True)  # fail early on a folder that is not EchoNet-format
     args.out.mkdir(parents=True, exist_ok=True)
@@ -209,64 +282,59 @@ def main() -> None:
             raise SystemExit(f"{run_dir} is not a finished run (no model.safetensors)")
         run_dir = train_run(args, run_dir)
     t_train = time.time() - t0
+    results = {"simulated only": score_run(run_dir, args, args.out)}
+    pseudo = None
+    if args.unlabelled:
+        t0 = time.time()
+        student, pseudo = self_train(args, run_dir)
+        t_self = time.time() - t0
+        results["self-trained on --unlabelled"] = score_run(
+            student, args, args.out / "self_train_scores", floor_run=run_dir
+        )
 
-    t0 = time.time()
-    ev = evaluate_external(run_dir, args.real, args.out / "eval", n_boot=args.n_boot)
-    t_eval = time.time() - t0
-    t0 = time.time()
-    videos = sorted((args.real / "Videos").glob("*.avi"))
-    table = ef_predict(run_dir, videos, args.out / "ef_predict.csv", None, args)
-    scored = score_predictions(table, args.real)
-    t_pred = time.time() - t0
-    y_true = scored.pop("y_true")
-    finite = y_true[np.isfinite(y_true)]
-    train_mean = training_mean_ef(run_dir)
-    floor_train = float(np.abs(finite - train_mean).mean())
-    floor_oracle = float(np.abs(finite - finite.mean()).mean())
-
-    rows = [
-        ("videos scored (evaluate / ef predict)", f"{ev.get('n_videos')} / {scored['n_videos']}"),
-        ("Dice, traced ED+ES frames (95% CI)", f"{fmt(ev.get('dice'))} {fmt_ci(ev.get('dice_ci95'))}"),
-        ("Dice at ED / ES", f"{fmt(ev.get('dice_ed'))} / {fmt(ev.get('dice_es'))}"),
-        ("EF MAE, Simpson on the traced frames", f"{fmt(ev.get('mae'), 1)} {fmt_ci(ev.get('mae_ci95'), 1)}"),
-        (
-            "EF MAE, `ef predict` (ED/ES found by the model)",
-            f"{fmt(scored['ef_mae'], 1)} (n={scored['ef_mae_n']})",
-        ),
-        ("ef predict rows failed (no EF)", str(scored["n_failed"])),
-        ("ef predict rows with a headline EF (applicable)", str(scored["n_headline_ef"])),
-        ("ef predict rows flagged", str(scored["n_flagged"])),
-        ("ef predict rows judged not applicable", fmt(scored["n_not_applicable"])),
-        (f"floor: training mean EF ({train_mean:.1f}%) for all, MAE", f"{floor_train:.1f}"),
-        ("floor: the scored set's own mean EF, MAE (peeks)", f"{floor_oracle:.1f}"),
-    ]
+    names = list(results)
+    per_run = [dict(table_rows(results[n])) for n in names]
     lines = [
         f"sim2real: run {run_dir}, scored on {args.real}",
         "",
-        "| measure | value |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in rows],
+        "| measure | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        *[f"| {k} | " + " | ".join(r[k] for r in per_run) + " |" for k in per_run[0]],
         "",
-        f"seconds: train {t_train:.0f} (0 = reused), evaluate {t_eval:.0f}, ef predict {t_pred:.0f}",
+        f"seconds: train {t_train:.0f} (0 = reused), "
+        + ", ".join(
+            f"{n}: evaluate {results[n]['seconds']['evaluate']:.0f}, ef predict {results[n]['seconds']['ef_predict']:.0f}"
+            for n in names
+        ),
     ]
+    if pseudo is not None:
+        lines.append(
+            f"self-training ({t_self:.0f} s, 0 = reused): pseudo-labels on {pseudo['frames']} frames of "
+            f"{pseudo['cines_used']} of {pseudo['cines']} unlabelled cines"
+        )
     if args.cines:
-        overlay = args.out / "overlay"
-        cines = ef_predict(run_dir, list(args.cines), args.out / "cines.csv", overlay, args)
-        k = model_key(cines)
-        keep = ["ef", f"ef_{k}", f"n_beats_{k}", f"ed_frames_{k}", f"es_frames_{k}", f"beat_efs_{k}"]
-        keep += [f"consistency_{k}", f"applicable_{k}", f"applicability_{k}", "flags"]
-        lines += ["", "unlabelled cines:", ""]
-        for _, r in cines.iterrows():
-            lines.append(f"- {Path(str(r['path'])).name}: " + ", ".join(f"{c}={r.get(c)}" for c in keep))
-        if args.montage:
-            png = montage(overlay, cines, args.montage)
-            lines.append(f"\nmontage: {png}")
+        for name, r in results.items():
+            overlay = args.out / ("overlay" if name == names[0] else "overlay_self_train")
+            cines = ef_predict(Path(r["run"]), list(args.cines), overlay.with_suffix(".csv"), overlay, args)
+            k = model_key(cines)
+            keep = ["ef", f"ef_{k}", f"n_beats_{k}", f"ed_frames_{k}", f"es_frames_{k}", f"beat_efs_{k}"]
+            keep += [f"consistency_{k}", f"applicable_{k}", f"applicability_{k}", "flags"]
+            lines += ["", f"unlabelled cines, {name}:", ""]
+            for _, row in cines.iterrows():
+                lines.append(
+                    f"- {Path(str(row['path'])).name}: " + ", ".join(f"{c}={row.get(c)}" for c in keep)
+                )
+            if args.montage:
+                png = (
+                    args.montage
+                    if name == names[0]
+                    else args.montage.with_name(args.montage.stem + "_self_train.png")
+                )
+                lines.append(f"\nmontage: {montage(overlay, cines, png)}")
     text = "\n".join(lines)
     print(text)
     atomic_write_text(args.out / "table.md", text + "\n")
-    summary = {"run": str(run_dir), "real": str(args.real), "evaluate": ev, "ef_predict": scored}
-    summary["floors"] = {"training_mean_ef": train_mean, "mae_training_mean": floor_train}
-    summary["floors"]["mae_own_mean"] = floor_oracle
+    summary = {"real": str(args.real), "runs": results, "pseudo_labels": pseudo}
     atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
