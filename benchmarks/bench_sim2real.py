@@ -195,7 +195,34 @@ def score_run(run_dir: Path, args: argparse.Namespace, out: Path, floor_run: Pat
         "mae_own_mean": float(np.abs(finite - finite.mean()).mean()),
     }
     return {"run": str(run_dir), "evaluate": ev, "ef_predict": scored, "floors": floors,
-            "seconds": {"evaluate": t_eval, "ef_predict": t_pred}}  # fmt: skip
+            "seconds": {"evaluate": t_eval, "ef_predict": t_pred},
+            "per_video": per_video(out / "eval" / "predictions_external.csv", table, y_true)}  # fmt: skip
+
+
+def per_video(eval_csv: Path, table: pd.DataFrame, y_true: np.ndarray) -> pd.DataFrame:
+    """One row per scored video (index: file stem): mean Dice of its traced frames, the EF error of Simpson on
+    the traced frames, and the absolute EF error of `ef predict`; for paired comparisons of two runs."""
+    preds = pd.read_csv(eval_csv)
+    preds["stem"] = preds["path"].map(lambda v: Path(str(v)).stem)
+    frames = preds[preds["level"] == "frame"].dropna(subset=["dice"])
+    traced = preds[preds["level"] == "traced"].set_index("stem")
+    out = pd.DataFrame({"dice": frames.groupby("stem")["dice"].mean()})
+    out["traced_abs_error"] = (traced["y_pred"] - traced["y_true"]).abs()
+    ef = pd.to_numeric(table[f"ef_{model_key(table)}"], errors="coerce").to_numpy(float)
+    stems = table["path"].map(lambda v: Path(str(v)).stem).to_numpy()
+    out["predict_abs_error"] = pd.Series(np.abs(ef - y_true), index=stems)
+    return out
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, column: str, n_boot: int, seed: int = 0) -> str:
+    """Mean of b - a over the videos both scored, with a 95% CI from resampling videos."""
+    diff = (b[column] - a[column]).dropna().to_numpy(float)
+    if not len(diff):
+        return ""
+    rng = np.random.default_rng(seed)
+    boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n_boot)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(diff)})"
 
 
 def table_rows(r: dict) -> list[tuple[str, str]]:
@@ -308,6 +335,16 @@ def main() -> None:
         ),
     ]
     if pseudo is not None:
+        a, b = (results[n]["per_video"] for n in names)
+        lines += [
+            "",
+            "self-trained minus simulated only, paired by video (95% CI, videos resampled):",
+            "",
+            f"- Dice (mean of the traced frames): {paired_difference(a, b, 'dice', args.n_boot)}",
+            f"- EF abs. error, Simpson on the traced frames: {paired_difference(a, b, 'traced_abs_error', args.n_boot)}",
+            f"- EF abs. error, `ef predict`: {paired_difference(a, b, 'predict_abs_error', args.n_boot)}",
+            "",
+        ]
         lines.append(
             f"self-training ({t_self:.0f} s, 0 = reused): pseudo-labels on {pseudo['frames']} frames of "
             f"{pseudo['cines_used']} of {pseudo['cines']} unlabelled cines"
@@ -334,6 +371,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     atomic_write_text(args.out / "table.md", text + "\n")
+    for r in results.values():
+        r["per_video"] = r["per_video"].rename_axis("video").reset_index().to_dict("records")
     summary = {"real": str(args.real), "runs": results, "pseudo_labels": pseudo}
     atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2, default=str))
 
