@@ -325,18 +325,18 @@ def test_overlay_draws_contour_and_curve() -> None:
     assert np.all(np.diff(cursor) > 0)
 
 
-def test_frame_consistency_is_one_for_a_steady_outline_and_low_for_a_jumping_one() -> None:
-    from sonokit.echo.predict import MIN_FRAME_CONSISTENCY, _frame_consistency
+def testframe_consistency_is_one_for_a_steady_outline_and_low_for_a_jumping_one() -> None:
+    from sonokit.echo.predict import MIN_FRAME_CONSISTENCY, frame_consistency
 
     steady = np.zeros((6, 32, 32), bool)
     steady[:, 8:20, 10:22] = True
-    assert _frame_consistency(steady) == 1.0
+    assert frame_consistency(steady) == 1.0
     jumping = steady.copy()
     jumping[1::2] = False
     jumping[1::2, 20:30, 0:8] = True  # every other frame the "LV" is somewhere else
-    assert _frame_consistency(jumping) == 0.0 < MIN_FRAME_CONSISTENCY
+    assert frame_consistency(jumping) == 0.0 < MIN_FRAME_CONSISTENCY
     shrinking = np.stack(
         [np.pad(np.ones((20 - i, 20 - i), bool), ((0, 12 + i), (0, 12 + i))) for i in range(6)]
     )
-    assert 0.85 < _frame_consistency(shrinking) < 1.0  # a contracting LV overlaps itself, but not fully
-    assert np.isnan(_frame_consistency(np.zeros((4, 8, 8), bool)))
+    assert 0.85 < frame_consistency(shrinking) < 1.0  # a contracting LV overlaps itself, but not fully
+    assert np.isnan(frame_consistency(np.zeros((4, 8, 8), bool)))

@@ -191,7 +191,7 @@ def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LV
     if largest < MIN_LV_FRACTION:
         res.flags.append(f"no LV found (largest outline {100 * largest:.2f}% of the image)")
     elif res.masks is not None and len(res.masks) > 1:
-        res.consistency = _frame_consistency(res.masks)
+        res.consistency = frame_consistency(res.masks)
         if res.consistency < MIN_FRAME_CONSISTENCY:
             res.flags.append(
                 f"LV outline unsteady between frames (consecutive-frame Dice {res.consistency:.2f})"
@@ -234,7 +234,7 @@ def measure_lv(model: EchoModel, cine: PreparedCine, batch_size: int = 32) -> LV
     return res
 
 
-def _frame_consistency(masks: np.ndarray) -> float:
+def frame_consistency(masks: np.ndarray) -> float:
     """Mean Dice between each frame's mask and the next, over pairs where either has an outline."""
     a, b = masks[:-1].reshape(len(masks) - 1, -1), masks[1:].reshape(len(masks) - 1, -1)
     sizes = a.sum(axis=1) + b.sum(axis=1)

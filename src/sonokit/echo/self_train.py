@@ -91,7 +91,7 @@ def pseudo_label_cine(model: Any, cine: Any, rules: PseudoRules) -> tuple[list[d
     `model` is a loaded sonokit.echo.predict.EchoModel (lv-seg or lv-trace), `cine` a PreparedCine at its size.
     """
     from sonokit.clinical import ejection_fraction, rasterize_tracing, tracing_from_mask, volume_from_tracing
-    from sonokit.echo.predict import measure_lv
+    from sonokit.echo.predict import frame_consistency, measure_lv
 
     res = measure_lv(model, cine)
     size = model.run.cfg.size
@@ -103,11 +103,7 @@ def pseudo_label_cine(model: Any, cine: Any, rules: PseudoRules) -> tuple[list[d
         return [], "no heartbeat in the teacher's LV area curve", 0
     if any(f.startswith("no LV found") for f in res.flags):
         return [], res.flags[0], n_beats
-    consistency = res.consistency
-    if masks is not res.masks:
-        from sonokit.echo.predict import _frame_consistency
-
-        consistency = _frame_consistency(masks)
+    consistency = frame_consistency(masks)
     if not consistency >= rules.min_consistency:
         return [], f"outline unsteady (consecutive-frame Dice {consistency:.2f})", n_beats
     rows: list[dict[str, Any]] = []
