@@ -142,7 +142,6 @@ def test_soft_argmax_points_give_the_peak_and_train_with_the_heatmap_loss() -> N
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-
 def test_lv_trace_defaults_train_the_landmark_unet_with_a_weighted_heatmap_loss() -> None:
     """The lv-trace defaults (unet-points, heatmap_loss 1.0: the setting measured in the README) give the maps in
     training, and the loss then carries the heatmap cross-entropy at full weight, finite with finite gradients on
@@ -170,6 +169,7 @@ def test_lv_trace_defaults_train_the_landmark_unet_with_a_weighted_heatmap_loss(
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
     coords = task.forward(model.eval(), batch)
     assert isinstance(coords, torch.Tensor) and coords.shape == (2, 84)
+
 
 def test_prepare_frames_keeps_model_size_cines_and_crops_others() -> None:
     cine = np.zeros((4, 112, 112), np.uint8)
