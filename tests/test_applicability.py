@@ -75,3 +75,20 @@ def test_bad_input_is_refused() -> None:
     bad[0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         s.score(bad)
+
+
+def test_landmark_unet_features_are_read_from_its_wrapped_unet() -> None:
+    """unet-points (lv-trace's default) wraps its U-Net in `net`: the features come from the U-Net's deepest
+    block, one pooled vector (mean and std per channel) per frame, so its runs get an applicability check."""
+    import torch
+
+    from sonokit.models import build
+    from sonokit.models.embedding import FeatureTap, feature_site
+
+    model = build("unet-tiny-points", kind="landmarks", in_chans=1, points=42).eval()
+    module, _ = feature_site(model)
+    assert module is model.net.down[-1]
+    with FeatureTap(model) as tap, torch.no_grad():
+        model(torch.rand(3, 1, 32, 32))
+        feats = tap.take()
+    assert feats.shape == (3, 2 * 32) and np.isfinite(feats).all()

@@ -142,6 +142,35 @@ def test_soft_argmax_points_give_the_peak_and_train_with_the_heatmap_loss() -> N
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_lv_trace_defaults_train_the_landmark_unet_with_a_weighted_heatmap_loss() -> None:
+    """The lv-trace defaults (unet-points, heatmap_loss 1.0: the setting measured in the README) give the maps in
+    training, and the loss then carries the heatmap cross-entropy at full weight, finite with finite gradients on
+    a tiny batch; in eval mode the forward gives coordinates alone."""
+    from sonokit.core.config import resolve_config
+    from sonokit.echo.lv_trace import _gaussian_ce
+    from sonokit.tasks import get_task
+
+    cls = get_task("lv-trace")
+    task = cls(resolve_config("lv-trace", overrides={"size": 32}, task_defaults=cls.defaults))
+    assert task.cfg.model == "unet-points" and task.opts.heatmap_loss == 1.0 and task.opts.volume_loss > 0
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    y = torch.rand(2, 84) * 0.5 + 0.25
+    batch = {"x": torch.rand(2, 3, 32, 32), "y": y, "has_target": torch.tensor([True, True])}
+    out = task.forward(model, batch)
+    assert isinstance(out, tuple) and out[0].shape == (2, 84) and out[1].shape == (2, 42, 32, 32)
+    loss = task.loss(out, batch)
+    ce = float(_gaussian_ce(out[1].detach(), y, task.opts.heatmap_sigma))
+    task.opts.heatmap_loss = 0.0
+    without = float(task.loss((out[0].detach(), out[1].detach()), batch))
+    assert float(loss.detach()) - without == pytest.approx(ce, rel=1e-4) and ce > 1.0  # diffuse maps at init
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    coords = task.forward(model.eval(), batch)
+    assert isinstance(coords, torch.Tensor) and coords.shape == (2, 84)
+
+
 def test_prepare_frames_keeps_model_size_cines_and_crops_others() -> None:
     cine = np.zeros((4, 112, 112), np.uint8)
     same, transform = prepare_frames(cine, 112)

@@ -1,6 +1,6 @@
 """`lv-trace`: the expert's LV tracing itself (long axis and 20 chords, 84 normalised coordinates in canonical
-order) regressed on single frames, by an image backbone with a regression head (MobileNetV2 by default) or a
-landmark network (soft-argmax U-Net); its Simpson volumes give the EF (see lv_base)."""
+order) regressed on single frames, by a landmark network (soft-argmax U-Net, `unet-points`, by default) or an
+image backbone with a regression head (e.g. MobileNetV2); its Simpson volumes give the EF (see lv_base)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,11 @@ class LVTraceOptions(LVOptions):
         "(linearly, over a tenth of the epochs): from the start it stalls the coordinate regression",
     )
     heatmap_loss: float = Field(
-        0.01,
+        1.0,
         ge=0.0,
         description="landmark models (unet-points): weight of the cross-entropy between each point's softmax "
-        "map and a Gaussian (heatmap_sigma pixels) at the true point; 0 trains on coordinates alone",
+        "map and a Gaussian (heatmap_sigma pixels) at the true point; 0 trains on coordinates alone. 1.0 "
+        "(the default): dense supervision that localises each chord end, as lv-seg's masks do",
     )
     heatmap_sigma: float = Field(2.0, gt=0.0, description="pixels of the model input")
 
@@ -55,13 +56,22 @@ class LVTraceTask(LVTask):
         "Research: trace the LV (long axis and 20 chords, EchoNet layout) on apical four-chamber echo frames; "
         "Simpson volumes, ED/ES and EF per beat. Trained on the data set named in this card; not for clinical use."
     )
+    # unet-points with the heatmap loss: test EF MAE 0.86 on synth200 in 20 epochs, vs 6.46 for MobileNetV2
+    # regressing coordinates in 40 (README); `head` applies only when an image backbone is chosen
     defaults = {
         **LV_DEFAULTS,
-        "model": "mobilenetv2",
+        "model": "unet-points",
         "head": "avg",
-        "epochs": 40,
+        "epochs": 20,
         "patience": 0,
-        "options": {**LV_DEFAULTS["options"], "area_plots": 4, "volume_loss": 1.0, "volume_warmup": 0.2},
+        "options": {
+            **LV_DEFAULTS["options"],
+            "area_plots": 4,
+            "volume_loss": 1.0,
+            "volume_warmup": 0.2,
+            "heatmap_loss": 1.0,
+            "heatmap_sigma": 2.0,
+        },
     }
 
     def __init__(self, cfg) -> None:

@@ -8,6 +8,7 @@ data's, so every kind of run needs a place to read them, and the same place at f
                                       of the video nets, the backbone feature map of the valve detector
     a backbone (torchvision seg)      the backbone's last feature map, pooled over space
     a U-Net (down path)               the deepest encoder block's output, pooled over space
+    a landmark net (`net` inside)     the wrapped network's place (unet-points: its U-Net's deepest block)
 (pooled: each channel's mean and standard deviation over the map.)
 
 The hook reads the features on the model's own forward pass, so nothing runs twice. Features are kept per
@@ -56,6 +57,9 @@ def feature_site(model: nn.Module) -> tuple[nn.Module, Extract]:
     down = getattr(model, "down", None)
     if isinstance(down, nn.ModuleList) and len(down):
         return down[-1], lambda m, inputs, out: _pooled(out)
+    inner = getattr(model, "net", None)
+    if isinstance(inner, nn.Module):  # SoftArgmaxPoints: lv-trace runs get an applicability check too
+        return feature_site(inner)
     raise ModelError(
         f"{type(model).__name__}: no known place to read features from (no head, backbone or fc)"
     )
