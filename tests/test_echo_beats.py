@@ -53,3 +53,20 @@ def test_partial_beats_at_the_edges_are_left_out(start_phase: float, cycles: flo
     # without the edge rule the cut-off beat is counted, with an EF far below 50
     loose = find_beats(volume, fps=fps, edge_tolerance=10.0)
     assert len(loose) == 3 and beat_efs(volume, loose).min() < 40
+
+
+def test_a_bump_in_diastole_is_not_a_beat() -> None:
+    """An outline that swells and dips between ES and the next ED (here the LV area a U-Net gave on a simulated
+    cine at 28.44 fps, its base drawn narrower as the mitral valve opens) makes a peak of its own; its "beat" (EF
+    near 0) is left out and the true beats stay."""
+    area = np.array([
+        1360, 1354, 1303, 1231, 1125, 1047, 942, 870, 836, 832, 852, 850, 893, 927, 1061, 1110, 1198, 1321, 1194,
+        1218, 1200, 1206, 1203, 1207, 1184, 1207, 1305, 1347, 1382, 1406, 1372, 1364, 1336, 1286, 1190, 1099, 1023,
+        931, 875, 845, 858, 855, 849, 902, 970, 1063, 1167, 1261, 1145, 1133, 1134, 1127, 1152, 1162, 1176, 1195,
+        1296, 1312, 1357, 1371, 1356, 1350, 1360, 1306, 1223, 1152,
+    ], dtype=float)  # fmt: skip
+    loose = find_beats(area, fps=28.44, min_drop=0.0)
+    assert [(b.ed, b.es) for b in loose] == [(0, 9), (18, 23), (29, 40), (47, 50)]
+    assert beat_efs(area, loose).min() < 5
+    beats = find_beats(area, fps=28.44)
+    assert [(b.ed, b.es) for b in beats] == [(0, 9), (29, 40)]

@@ -34,6 +34,7 @@ def find_beats(
     min_beat_s: float = 0.33,
     min_prominence: float = 0.08,
     edge_tolerance: float = 0.1,
+    min_drop: float = 0.4,
 ) -> list[Beat]:
     """Beats of a cine from its LV size curve.
 
@@ -44,6 +45,10 @@ def find_beats(
     a trough, and their "EF" is too low. An extremum on the first or last frame therefore counts only when it is
     as extreme as the interior ones (within `edge_tolerance` of the curve's range); with no interior peak or
     trough to compare with (a cine of about one beat), it counts.
+
+    A bump in diastole (the atrial kick, or an outline that wobbles as the mitral valve opens) can pass for a
+    peak: its "beat" falls from the bump to the next dip and its EF is near 0. A beat counts only when its fall
+    (ED minus ES on the smoothed curve) is at least `min_drop` of the largest beat's fall.
     """
     size = np.asarray(size, dtype=np.float64)
     if size.ndim != 1 or len(size) < 3:
@@ -70,7 +75,8 @@ def find_beats(
             continue
         es = int(inside[np.argmin(smooth[inside])])
         beats.append(Beat(ed=int(ed), es=es))
-    return beats
+    drops = np.array([smooth[b.ed] - smooth[b.es] for b in beats])
+    return [b for b, d in zip(beats, drops, strict=True) if d >= min_drop * drops.max()] if beats else []
 
 
 def _drop_partial_edges(extrema: np.ndarray, curve: np.ndarray, tol: float, high: bool) -> np.ndarray:
