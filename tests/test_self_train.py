@@ -191,3 +191,21 @@ def test_bad_pseudo_label_file_names_the_problem(tmp_path) -> None:
     pd.DataFrame({"path": ["a.avi"], "frame": [3]}).to_csv(bad, index=False)
     with pytest.raises(InputError, match="missing columns 'phase', 'lines'"):
         read_pseudo_labels(bad)
+
+
+def test_a_tracing_teacher_that_draws_one_shape_teaches_nothing(data, tmp_path) -> None:
+    """lv-trace runs teach through the same checks (their tracings drawn as masks). A barely trained regressor
+    draws about its mean tracing on every frame: the outline is steady and compact, but its beats have an EF near
+    0, so no frame becomes a pseudo-label and every cine says why."""
+    from sonokit.echo.self_train import pseudo_label
+
+    values = {
+        "data": str(data["labelled"]), "out": str(tmp_path / "trace"), "n_boot": 20, "seed": 0,
+        "model": "mobilenetv2", "epochs": 8, "batch_size": 4, "size": SIZE, "threads": 1,
+        "options": {"cine_eval": [], "area_plots": 0},
+    }  # fmt: skip
+    run = train(resolve_config("lv-trace", overrides=values, task_defaults=get_task("lv-trace").defaults))
+    found = pseudo_label(run, [data["unlabelled"]], tmp_path / "labels")
+    report = pd.read_csv(found.report)
+    assert len(report) == 4 and found.frames == 0 and report["frames"].sum() == 0
+    assert report["reason"].str.contains("implausible EF|no heartbeat").all(), report.to_string()
