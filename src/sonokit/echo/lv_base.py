@@ -86,6 +86,10 @@ class LVTask(CineTask):
     need_ef = False
     pipeline = "the LV pipeline"
 
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.pseudo: dict[str, dict[int, tuple[str, np.ndarray]]] = {}  # options.pseudo_labels, once read
+
     # ------------------------------------------------------------------ data
 
     def read_index(self) -> pd.DataFrame:
@@ -116,10 +120,7 @@ class LVTask(CineTask):
 
     def _labelled(self, path: str, name: str) -> dict[int, tuple[str, np.ndarray]]:
         """{frame: (phase, lines)} of a cine: the expert's tracings, or the pseudo-tracings of an unlabelled one."""
-        pseudo = getattr(self, "pseudo", None)
-        if pseudo and path in pseudo:
-            return pseudo[path]
-        return self._traced(name)
+        return self.pseudo[path] if path in self.pseudo else self._traced(name)
 
     def _traced(self, name: str) -> dict[int, tuple[str, np.ndarray]]:
         """{frame: (phase, lines)} of a video's usable tracings ({} when there are none)."""
@@ -175,12 +176,11 @@ class LVTask(CineTask):
     def describe_data(self, index: pd.DataFrame, items: dict[str, pd.DataFrame]) -> dict[str, Any]:
         info = super().describe_data(index, items)
         info["traced_frames"] = {split: int((df["phase"] != "").sum()) for split, df in items.items()}
-        pseudo = getattr(self, "pseudo", None)
-        if pseudo:
+        if self.pseudo:
             info["pseudo_labelled"] = {
                 "source": self.opts.pseudo_labels,
-                "cines": len(pseudo),
-                "frames": sum(len(frames) for frames in pseudo.values()),
+                "cines": len(self.pseudo),
+                "frames": sum(len(frames) for frames in self.pseudo.values()),
             }
         return info
 
