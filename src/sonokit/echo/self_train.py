@@ -240,14 +240,13 @@ def train_with_unlabelled(cfg: Any, unlabelled: Sequence[str | Path], callbacks:
     it; RUN itself is the student (config.yaml names the pseudo-labels). Each stage that finished is reused when
     the command is run again (a stopped teacher resumes), so the three can run in pieces."""
     from sonokit.core.run import CARD, CHECKPOINT
+    from sonokit.io import find_inputs
     from sonokit.train.engine import default_run_dir, train
 
     if cfg.task not in ("lv-seg", "lv-trace"):
         raise InputError(f"--unlabelled trains lv-seg or lv-trace (self-training), not {cfg.task}")
     if cfg.folds >= 2 or cfg.fold_col:
         raise InputError("--unlabelled and --folds do not go together: self-train one split at a time")
-    from sonokit.io import find_inputs
-
     files = find_inputs(unlabelled, kinds=("dicom", "video"))  # a wrong path fails now, not after the teacher
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     teacher = out / TEACHER
