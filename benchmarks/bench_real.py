@@ -97,6 +97,7 @@ RECIPES: dict[str, Recipe] = {
         {"size": 128, "augment": {"rotation_deg": 20.0, "translate": 0.15, "zoom": [0.8, 1.25]}},
     ),
     "tiny-128-lr2e-3": Recipe("tinycnn, input 128, lr 0.002", {"size": 128, "lr": 0.002}),
+    "hflip": Recipe("defaults + mirrored training images (augment.hflip)", {"augment": {"hflip": True}}),
     "mnv3s-128": Recipe(
         "mobilenetv3_small, input 128, lr 0.002", {"model": "mobilenetv3_small", "size": 128, "lr": 0.002}
     ),

@@ -70,14 +70,14 @@ def test_config_stores_and_hashes_the_options_as_given(tmp_path: Path) -> None:
     paper = get_task("av-detect").defaults["augment"]
     av = resolve_config("av-detect", task_defaults=get_task("av-detect").defaults)
     assert av.model_dump()["augment"] == paper and av.hash() == _old_hash(av, paper)
-    plain = resolve_config("classify", task_defaults={})
+    plain = resolve_config("quality", task_defaults={})  # a task whose defaults set no augmentation
     assert plain.model_dump()["augment"] == {} and plain.hash() == _old_hash(plain, {})
     # a run folder's config.yaml round-trips to an equal config with the same hash
     (tmp_path / "config.yaml").write_text(cfg.to_yaml())
     loaded = load_run_config(tmp_path)
     assert loaded == cfg and loaded.hash() == cfg.hash()
     # setting an option to its default value is a different config, as it was with the dict
-    explicit = resolve_config("classify", overrides={"augment": {"rotation_deg": 10.0}}, task_defaults={})
+    explicit = resolve_config("quality", overrides={"augment": {"rotation_deg": 10.0}}, task_defaults={})
     assert explicit != plain and explicit.hash() != plain.hash()
 
 

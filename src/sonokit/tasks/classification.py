@@ -532,6 +532,9 @@ class ClassifyTask(ClassificationTask):
         "min_steps": 300,
         "batch_size": 32,
         "lr": 0.005,
+        "augment": {
+            "hflip": True
+        },  # a mirrored ultrasound image is the same finding (README: +0.014 / +0.027 AUROC)
         "channels_last": True,
     }
 
