@@ -47,3 +47,17 @@ def ybr_dicom() -> Path:
     from pydicom.data import get_testdata_file
 
     return Path(get_testdata_file("examples_ybr_color.dcm"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_quiet_state():
+    """A CLI command run in-process with --quiet (typer's CliRunner) switches progress off for the whole process
+    and sets sonokit's log level; put both back so the next test in this worker sees the defaults."""
+    import logging
+
+    from sonokit.utils import logs
+
+    quiet, level = logs._QUIET, logging.getLogger("sonokit").level
+    yield
+    logs.set_quiet(quiet)
+    logging.getLogger("sonokit").setLevel(level)
