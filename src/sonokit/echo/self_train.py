@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sonokit.echo.predict import PLAUSIBLE_EF
 from sonokit.errors import InputError
 from sonokit.utils import get_logger
 
@@ -52,7 +53,7 @@ class PseudoRules:
         0.8  # the largest connected region's share of the mask (specks beside it are dropped)
     )
     min_solidity: float = 0.85  # area / convex hull area: the LV cavity is nearly convex
-    ef_range: tuple[float, float] = (5.0, 90.0)  # a beat outside it is implausible (predict.PLAUSIBLE_EF)
+    ef_range: tuple[float, float] = PLAUSIBLE_EF  # a beat outside it is implausible
 
 
 def frame_problem(masks: np.ndarray, f: int, rules: PseudoRules) -> str | None:
@@ -98,11 +99,12 @@ def pseudo_label_cine(model: Any, cine: Any, rules: PseudoRules) -> tuple[list[d
     masks = res.masks
     if masks is None:  # a tracing model: its outlines as masks
         masks = np.stack([rasterize_tracing(t, (size, size)) for t in res.lines])
-    n_beats = len(res.beats) if res.beat_source == "beats" else 0
     if res.beat_source != "beats":
         return [], "no heartbeat in the teacher's LV area curve", 0
-    if any(f.startswith("no LV found") for f in res.flags):
-        return [], res.flags[0], n_beats
+    n_beats = len(res.beats)
+    largest = float(masks.reshape(len(masks), -1).sum(axis=1).max()) / (size * size)
+    if largest < rules.min_area:  # also keeps an empty cine's consistency (NaN) out of the message below
+        return [], f"no LV found (largest outline {100 * largest:.2f}% of the image)", n_beats
     consistency = frame_consistency(masks)
     if not consistency >= rules.min_consistency:
         return [], f"outline unsteady (consecutive-frame Dice {consistency:.2f})", n_beats
