@@ -8,6 +8,12 @@ so no image of the evaluated set, labelled or not, is seen before its folds. The
 (the defaults + `--weights bench_data/pretrain/without-<set>`) runs the same patient-wise folds as its `default`
 recipe, and its report compares the two with a paired patient bootstrap.
 
+`--method supervised` pretrains on the same images with their labels instead (`sonokit pretrain --method
+supervised`, one table `path,label,source`: BUS-BRA benign/malignant, the fetal subset's planes, HC18's head
+circumference in quartiles), into bench_data/pretrain/sup-without-<set>; bench_real.py's recipe `sup` starts
+from it. `--only all` (supervised) pretrains on every set: the backbone shipped in the package
+(src/sonokit/weights, benchmarks/make_backbone.py).
+
 Runnable in pieces (a stopped pretraining resumes to the same weights):
     python benchmarks/bench_pretrain.py                                   # pretrain both backbones (30 epochs)
     python benchmarks/bench_pretrain.py --only without-fetal --stop-after 10
@@ -35,19 +41,49 @@ SHARED = Path(os.environ.get("SONOKIT_SHARED", ROOT.parent / "shared")) / "data"
 OUT = ROOT / "bench_data" / "pretrain"
 
 
-def sources() -> dict[str, list[Path]]:
-    hc18 = sorted(p for p in (SHARED / "hc18" / "images").glob("*.png") if "Annotation" not in p.name)
-    busbra = sorted((SHARED / "busbra" / "Images").glob("*.png"))
+def labelled_sources() -> dict[str, pd.DataFrame]:
+    """Each real set as `path,label,source`: the labels its own README documents (HC18: head circumference
+    quartile, the only label it has per image)."""
+    busbra = pd.read_csv(SHARED / "busbra" / "bus_data.csv")
+    hc18 = pd.read_csv(SHARED / "hc18" / "pixel_size_and_HC.csv")
+    quartile = pd.qcut(hc18["head circumference (mm)"], 4, labels=["hc-q1", "hc-q2", "hc-q3", "hc-q4"])
     fetal = sorted((SHARED / "fetal_planes_subset").glob("*/*.png"))
-    return {"without-fetal": hc18 + busbra, "without-busbra": hc18 + fetal}
+    toshiba = busbra["Device"].str.startswith("Toshiba Aplio 300")  # bench_real.py's new-scanner set
+    return {
+        "busbra": pd.DataFrame(
+            {"path": [str(SHARED / "busbra" / "Images" / f"{i}.png") for i in busbra["ID"]],
+             "label": busbra["Pathology"], "source": "busbra"}
+        ),
+        "busbra-other-scanners": pd.DataFrame(
+            {"path": [str(SHARED / "busbra" / "Images" / f"{i}.png") for i in busbra["ID"][~toshiba]],
+             "label": busbra["Pathology"][~toshiba], "source": "busbra"}
+        ),
+        "hc18": pd.DataFrame(
+            {"path": [str(SHARED / "hc18" / "images" / f) for f in hc18["filename"]],
+             "label": quartile.astype(str), "source": "hc18"}
+        ),
+        "fetal": pd.DataFrame({"path": [str(p) for p in fetal], "label": [p.parent.name for p in fetal],
+                               "source": "fetal"}),
+    }  # fmt: skip
+
+
+# each backbone and the sets it learns from: never the set it is evaluated on
+PLAN = {
+    "without-fetal": ("hc18", "busbra"),
+    "without-busbra": ("hc18", "fetal"),
+    "without-busbra-toshiba": ("hc18", "fetal", "busbra-other-scanners"),
+    "all": ("hc18", "busbra", "fetal"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=["without-fetal", "without-busbra"], action="append")
+    parser.add_argument("--only", choices=list(PLAN), action="append")
+    parser.add_argument("--method", choices=["simclr", "supervised"], default="simclr")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 simclr, 3e-3 supervised")
     parser.add_argument("--stop-after", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
@@ -56,17 +92,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED}: the shared real data is needed (set SONOKIT_SHARED)")
+    supervised = args.method == "supervised"
+    lr = args.lr or (3e-3 if supervised else 1e-3)
+    tables = labelled_sources()
     rows = []
-    for name, files in sources().items():
-        if args.only and name not in args.only:
+    for name, parts in PLAN.items():
+        if (args.only and name not in args.only) or (
+            not args.only and name in ("all", "without-busbra-toshiba")
+        ):
             continue
+        name = f"sup-{name}" if supervised else name
         out = OUT / name
         table = OUT / f"{name}.csv"
         table.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"path": [str(p) for p in files]}).to_csv(table, index=False)
+        rows_of = pd.concat([tables[p] for p in parts], ignore_index=True)
+        (rows_of if supervised else rows_of[["path"]]).to_csv(table, index=False)
         cfg = PretrainConfig(
-            data=[str(table)], out=str(out), epochs=args.epochs, batch_size=args.batch_size,
-            stop_after=args.stop_after, resume=(out / CHECKPOINT_FILE).is_file(),
+            data=[str(table)], out=str(out), method=args.method, epochs=args.epochs, batch_size=args.batch_size,
+            lr=lr, stop_after=args.stop_after, resume=(out / CHECKPOINT_FILE).is_file(),
         )  # fmt: skip
         pretrain(cfg)
         card = json.loads((out / CARD_FILE).read_text())
@@ -76,7 +119,9 @@ def main() -> None:
         f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
     )
-    print("| backbone | unlabelled images | epochs | loss first -> last | minutes |")
+    print(
+        f"| backbone | {'labelled' if supervised else 'unlabelled'} images | epochs | loss first -> last | minutes |"
+    )
     print("|---|---|---|---|---|")
     for name, n, epochs, first, last, minutes in rows:
         print(f"| {name} | {n} | {epochs} | {first:.3f} -> {last:.3f} | {minutes:.1f} |")

@@ -25,7 +25,9 @@ Runnable in pieces; finished folds are reused (a killed fold resumes from its ch
     python benchmarks/bench_real.py --time-epoch tiny-128,mnv3s-128   # seconds per training epoch, no runs
     python benchmarks/bench_real.py --only report                     # tables from what has run
 
-Each CNN row prints the equivalent command, e.g. `sonokit train classify --data TABLE --folds 5 --fold-col fold`.
+Each CNN row prints the equivalent command, e.g. `sonokit train classify --data TABLE --folds 5 --fold-col fold
+--init none`: the backbone shipped in the package was trained on these very sets, so every recipe here starts from
+random weights, or from a backbone pretrained on the OTHER sets only (recipes `ssl`, `sup`; bench_pretrain.py).
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ RECIPES: dict[str, Recipe] = {
         {"size": 128, "augment": {"rotation_deg": 20.0, "translate": 0.15, "zoom": [0.8, 1.25]}},
     ),
     "tiny-128-lr2e-3": Recipe("tinycnn, input 128, lr 0.002", {"size": 128, "lr": 0.002}),
+    "ls": Recipe("defaults + label smoothing 0.1", {"label_smoothing": 0.1}),
+    "drop": Recipe("defaults + dropout 0.3 before the linear head", {"dropout": 0.3}),
+    "lr2e-3": Recipe("defaults at lr 0.002", {"lr": 0.002}),
+    "app": Recipe(
+        "defaults + scanner-look restyling (augment.appearance 1.0: grey curve, gain, TGC, speckle, blur, noise)",
+        {"augment": {"appearance": 1.0}},
+    ),
+    "app-0.5": Recipe("defaults + augment.appearance 0.5", {"augment": {"appearance": 0.5}}),
     "hflip": Recipe("defaults + mirrored training images (augment.hflip)", {"augment": {"hflip": True}}),
     "mnv3s-128": Recipe(
         "mobilenetv3_small, input 128, lr 0.002", {"model": "mobilenetv3_small", "size": 128, "lr": 0.002}
@@ -110,6 +120,17 @@ RECIPES: dict[str, Recipe] = {
     "ssl": Recipe(
         "defaults + `--weights` from `sonokit pretrain` on the other real sets (bench_pretrain.py)",
         {"weights": "{pretrained_without_dataset}"},
+    ),
+    "sup": Recipe(
+        "defaults + `--weights` from `sonokit pretrain --method supervised` on the other real sets' labels",
+        {"weights": "{supervised_without_dataset}"},
+    ),
+    "sup-lr1e-3": Recipe(
+        "`sup` fine-tuned at lr 0.001", {"weights": "{supervised_without_dataset}", "lr": 0.001}
+    ),
+    "sup-s100": Recipe(
+        "`sup` fine-tuned for at least 100 steps (not 300)",
+        {"weights": "{supervised_without_dataset}", "min_steps": 100},
     ),
 }
 
@@ -164,6 +185,33 @@ def busbra_table(src: Path, out: Path) -> Dataset:
     return Dataset("busbra", table, "fold", note="the authors' patient-wise folds (5-fold-cv.csv, kFold)")
 
 
+NEW_SCANNER = "Toshiba Aplio 300"  # BUS-BRA's third scanner: 139 images of 72 patients, 49% malignant
+
+
+def busbra_new_scanner_table(src: Path, out: Path) -> Dataset:
+    """BUS-BRA's images from one scanner only (path,label,group): a small labelled set from a scanner that a
+    backbone pretrained on the other BUS-BRA scanners never saw, as a clinic with its own machine would bring."""
+    table = out / "busbra-toshiba" / "table.csv"
+    if not table.is_file():
+        meta = pd.read_csv(src / "bus_data.csv")
+        df = meta[meta["Device"].str.startswith(NEW_SCANNER)]
+        rows = pd.DataFrame(
+            {
+                "path": [str((src / "Images" / f"{i}.png").resolve()) for i in df["ID"]],
+                "label": df["Pathology"].astype(str),
+                "group": "case" + df["Case"].astype(str),
+            }
+        )
+        table.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(table, rows.to_csv(index=False))
+    return Dataset(
+        "busbra-toshiba",
+        table,
+        None,
+        note=f"BUS-BRA's {NEW_SCANNER} images only; stratified group 5-fold, seed 0",
+    )
+
+
 def fetal_table(src: Path, out: Path) -> Dataset:
     """path,label,group from the class folders; group = the patient number in the file name."""
     table = out / "fetal" / "table.csv"
@@ -198,17 +246,26 @@ def base_config(ds: Dataset, out: Path, recipe: Recipe, n_boot: int) -> TrainCon
         "n_boot": n_boot,
     }
     sets = dict(recipe.sets)
-    if sets.get("weights") == "{pretrained_without_dataset}":
-        backbone = pretrained_backbone(ds)
+    if "weights" not in sets:
+        overrides["pretrained"] = "none"  # the shipped backbone saw these very sets: never start from it here
+    if sets.get("weights") in BACKBONES:
+        backbone = pretrained_backbone(ds, sets["weights"])
         if not (backbone / "backbone.safetensors").is_file():
             raise SystemExit(f"{backbone}: no pretrained backbone; run benchmarks/bench_pretrain.py first")
         sets["weights"] = str(backbone)
     return resolve_config("classify", overrides=overrides, task_defaults=cls.defaults, sets=sets)
 
 
-def pretrained_backbone(ds: Dataset) -> Path:
+# recipe placeholders for a backbone that never saw the evaluated set -> its bench_pretrain.py run folder
+BACKBONES = {
+    "{pretrained_without_dataset}": "without-{name}",  # SimCLR on the other sets' images
+    "{supervised_without_dataset}": "sup-without-{name}",  # supervised on the other sets' labels
+}
+
+
+def pretrained_backbone(ds: Dataset, placeholder: str = "{pretrained_without_dataset}") -> Path:
     """The `sonokit pretrain` run that saw no image of `ds` (benchmarks/bench_pretrain.py)."""
-    return ROOT / "bench_data" / "pretrain" / f"without-{ds.name}"
+    return ROOT / "bench_data" / "pretrain" / BACKBONES[placeholder].format(name=ds.name)
 
 
 def index_and_folds(ds: Dataset) -> tuple[pd.DataFrame, list[str], list[tuple[np.ndarray, np.ndarray]]]:
@@ -223,11 +280,13 @@ def index_and_folds(ds: Dataset) -> tuple[pd.DataFrame, list[str], list[tuple[np
 def command(ds: Dataset, recipe: Recipe, out: Path) -> str:
     fold = f" --fold-col {ds.fold_col}" if ds.fold_col else ""
     flags = f" {recipe.flags()}" if recipe.sets else ""
-    flags = flags.replace(
-        "--set weights={pretrained_without_dataset}", f"--weights {pretrained_backbone(ds)}"
-    )
+    for placeholder in BACKBONES:
+        flags = flags.replace(
+            f"--set weights={placeholder}", f"--weights {pretrained_backbone(ds, placeholder)}"
+        )
     threads = f" --threads {THREADS}" if THREADS else ""
-    return f"sonokit train classify --data {ds.table} --out {out} --folds {ds.k}{fold}{flags}{threads}"
+    init = "" if "weights" in recipe.sets else " --init none"
+    return f"sonokit train classify --data {ds.table} --out {out} --folds {ds.k}{fold}{init}{flags}{threads}"
 
 
 # ---------------------------------------------------------------------------------------------- floors
@@ -666,6 +725,7 @@ def main() -> None:
     makers = {
         "busbra": lambda: busbra_table(args.shared / "busbra", args.out),
         "fetal": lambda: fetal_table(args.shared / "fetal_planes_subset", args.out),
+        "busbra-toshiba": lambda: busbra_new_scanner_table(args.shared / "busbra", args.out),
     }
     datasets = [makers[name]() for name in args.dataset.split(",")]
     lines = [

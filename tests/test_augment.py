@@ -154,3 +154,27 @@ def test_config_validation_and_yaml_lists() -> None:
         AugmentConfig(zoom=(1.2, 0.9))
     with pytest.raises(ValueError, match="rotation_deg"):
         AugmentConfig(rotation_deg=-1)
+
+
+def test_appearance_restyles_images_and_video_frames_alike_and_leaves_labels() -> None:
+    only = AugmentConfig(rotation_deg=0, translate=0, zoom=None, gamma=None, brightness=0, contrast=0, blur_p=0,
+                         appearance=1.0)  # fmt: skip
+    aug = build_augment(only)
+    img = _square_image()
+    box = tv_tensors.BoundingBoxes([[8, 8, 20, 20]], format="XYXY", canvas_size=img.shape[-2:])
+    mask = tv_tensors.Mask((img[0] > 0.5).to(torch.uint8))
+    out, out_box, out_mask = aug(img, box, mask, seed=5)
+    assert (
+        not torch.allclose(out, img, atol=0.02) and torch.equal(out_box, box) and torch.equal(out_mask, mask)
+    )
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.equal(aug(img, seed=5), out) and not torch.equal(aug(img, seed=6), out)
+    u8 = (img * 255).to(torch.uint8)
+    assert aug(u8, seed=5).dtype == torch.uint8
+    video = tv_tensors.Video(img[None].repeat(3, 1, 1, 1))
+    styled = aug(video, seed=5)
+    assert isinstance(styled, tv_tensors.Video) and torch.equal(styled[0], styled[2])
+    assert not torch.allclose(styled[0], img, atol=0.02)
+    assert torch.equal(
+        build_augment(AugmentConfig(appearance=0))(img, seed=5), build_augment(AugmentConfig())(img, seed=5)
+    )

@@ -56,9 +56,14 @@ class AugmentConfig(BaseModel):
     blur_sigma: Range = Field((0.1, 1.0), description="Gaussian blur sigma range (pixels)")
     blur_p: Number = Field(0.2, description="probability of the blur (<= 1)")
     hflip: bool = Field(False, description="mirror half the training images (never where it swaps anatomy)")
+    appearance: Number = Field(
+        0.0,
+        description="strength of the scanner-look restyling (sonokit.augment.appearance: grey-level curve, gain, "
+        "depth/TGC and lateral gain, speckle grain, blur, noise); 0 = off, 1 = the echo tasks' strength",
+    )
     enabled: bool = Field(True, description="false: no training augmentation at all")
 
-    @field_validator("rotation_deg", "translate", "brightness", "contrast", "blur_p")
+    @field_validator("rotation_deg", "translate", "brightness", "contrast", "blur_p", "appearance")
     @classmethod
     def _non_negative(cls, value: int | float, info: Any) -> int | float:
         if value < 0:

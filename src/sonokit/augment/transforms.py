@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
@@ -23,7 +24,15 @@ from torchvision.transforms.v2 import functional as F
 from sonokit.augment.config import AugmentConfig
 from sonokit.augment.seeds import derive_seed
 
-__all__ = ["Augment", "RandomGamma", "SeededTransform", "build_augment", "build_transform", "derive_seed"]
+__all__ = [
+    "Appearance",
+    "Augment",
+    "RandomGamma",
+    "SeededTransform",
+    "build_augment",
+    "build_transform",
+    "derive_seed",
+]
 
 
 class RandomGamma(v2.Transform):
@@ -39,6 +48,41 @@ class RandomGamma(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.adjust_gamma, inpt, gamma=params["gamma"])
+
+
+class Appearance(v2.Transform):
+    """The scanner-look restyling of sonokit.augment.appearance on images and videos (one draw for all frames);
+    boxes, masks and keypoints pass through. Its numpy draws are seeded from torch's RNG, so SeededTransform's
+    seed fixes them too."""
+
+    def __init__(self, strength: float) -> None:
+        super().__init__()
+        self.strength = float(strength)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"seed": int(torch.randint(0, 2**62, (1,)))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        from torchvision import tv_tensors
+
+        from sonokit.augment.appearance import appearance_augment
+
+        if isinstance(inpt, tv_tensors.BoundingBoxes | tv_tensors.Mask | tv_tensors.KeyPoints):
+            return inpt
+        x = inpt.as_subclass(torch.Tensor)
+        frames = x.reshape(-1, *x.shape[-3:])  # (N, C, H, W): one image or a video's frames
+        scale = 255.0 if x.is_floating_point() else 1.0
+        out = torch.empty_like(frames)
+        for i, frame in enumerate(frames):
+            u8 = (frame.float() * scale).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            styled = appearance_augment(u8, np.random.default_rng(params["seed"]), self.strength)
+            styled = torch.from_numpy(styled.reshape(u8.shape)).permute(2, 0, 1)
+            out[i] = styled.float() / scale if x.is_floating_point() else styled
+        return (
+            tv_tensors.wrap(out.reshape(x.shape), like=inpt)
+            if isinstance(inpt, tv_tensors.TVTensor)
+            else out.reshape(x.shape)
+        )
 
 
 @contextlib.contextmanager
@@ -119,6 +163,8 @@ def build_transform(cfg: AugmentConfig) -> v2.Transform:
     if cfg.blur_sigma and cfg.blur_p > 0:
         blur = v2.GaussianBlur(kernel_size=_blur_kernel(cfg.blur_sigma[1]), sigma=cfg.blur_sigma)
         steps.append(v2.RandomApply([blur], p=cfg.blur_p))
+    if cfg.appearance:
+        steps.append(Appearance(cfg.appearance))
     if not steps:
         return v2.Identity()
     steps.append(v2.ClampBoundingBoxes())

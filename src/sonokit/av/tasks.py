@@ -167,14 +167,9 @@ class AVDetectTask(_AVIndex, Task):
 
     def build_model(self, load_init_weights: bool = True) -> nn.Module:
         from sonokit.av.detector import AVDetector
+        from sonokit.models.registry import refuse_download
 
-        if self.cfg.pretrained not in (None, "", "none"):
-            from sonokit.errors import ModelError
-
-            raise ModelError(
-                f"--pretrained {self.cfg.pretrained}: no weights can be downloaded here; "
-                "pass --weights PATH with a local backbone weights file"
-            )
+        refuse_download(self.cfg.pretrained, "the valve detector")
         return AVDetector(
             self.cfg.model,
             self.cfg.channels,

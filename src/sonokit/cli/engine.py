@@ -77,7 +77,13 @@ def train_cmd(
         "--weights",
         help="Initial weights: a file (state dict/safetensors) or a `sonokit pretrain` run folder.",
     ),
-    pretrained: str | None = typer.Option(None, "--pretrained", help="imagenet: not available offline."),
+    pretrained: str | None = typer.Option(
+        None,
+        "--init",
+        "--pretrained",
+        help="Initial weights without --weights: none (random, the default), ultrasound (the backbone shipped in "
+        "the package; `sonokit models shipped`), auto (it where one fits the network, else random).",
+    ),
     size: int | None = typer.Option(None, "--size", min=8, help="Input side in pixels."),
     channels: int | None = typer.Option(None, "--channels", help="1 (grayscale) or 3."),
     patience: int | None = typer.Option(None, "--patience", min=0, help="Early stopping patience (0 = off)."),

@@ -1,5 +1,5 @@
 """`sonokit models list`: every registered network (image backbones, video, segmentation, landmarks), its kind,
-family and size."""
+family and size; `sonokit models shipped`: the backbones inside the package and their cards."""
 
 from __future__ import annotations
 
@@ -48,6 +48,30 @@ def list_cmd(
     for line in (header, tuple("-" * w for w in widths), *table):
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     typer.echo(f"\nheads (image models): {', '.join(HEADS)}")
+
+
+@models_app.command("shipped")
+def shipped_cmd(as_json: bool = typer.Option(False, "--json", help="Print the cards as JSON.")) -> None:
+    """The backbones inside the package (what `train --init auto` starts from): file, data, licences, method."""
+    from sonokit.models.shipped import SHIPPED, shipped_backbone, shipped_card
+
+    cards = []
+    for (name, chans), file in SHIPPED.items():
+        path = shipped_backbone(name, chans)
+        card = shipped_card(path) if path else {}
+        cards.append({"model": name, "channels": chans, "file": file, "present": path is not None, **card})
+    if as_json:
+        typer.echo(json.dumps(cards, indent=2))
+        return
+    for c in cards:
+        state = "" if c["present"] else "  (missing from this install)"
+        typer.echo(
+            f"{c['file']}: {c['model']}, {c['channels']} channel(s), input {c.get('input', {}).get('size')} px{state}"
+        )
+        for key in ("method", "data", "licences", "use"):
+            if c.get(key):
+                value = c[key] if isinstance(c[key], str) else json.dumps(c[key])
+                typer.echo(f"  {key}: {value}")
 
 
 def register(app: typer.Typer) -> None:

@@ -115,13 +115,19 @@ def model_names(kind: str | None = None) -> list[str]:
     return [n for n, e in _REGISTRY.items() if kind is None or e.kind == kind]
 
 
-def refuse_download(pretrained: str | None) -> None:
-    """A ModelError for any `--pretrained` name: nothing can be downloaded here, weights come from a file."""
-    if pretrained not in (None, "", "none", False):
+def refuse_download(pretrained: str | None, what: str = "this network") -> None:
+    """A ModelError for an initialisation that cannot be had: nothing can be downloaded here, and only 2D image
+    backbones are shipped in the package (`auto` means random weights for the others)."""
+    if pretrained in (None, "", "none", "auto", False):
+        return
+    if pretrained == "ultrasound":
         raise ModelError(
-            f"--pretrained {pretrained}: no weights can be downloaded here; "
-            "pass --weights PATH with a local weights file (timm/torchvision state dict or .safetensors)"
+            f"--init ultrasound: no shipped backbone for {what}; use --init none or --weights PATH"
         )
+    raise ModelError(
+        f"--init {pretrained}: no weights can be downloaded here; "
+        "pass --weights PATH with a local weights file (timm/torchvision state dict or .safetensors)"
+    )
 
 
 def _call_builder(entry: ModelEntry, **kw: Any) -> nn.Module:
@@ -199,8 +205,10 @@ def create(
     img_size matters only for head="none" (the flatten size); it defaults to the backbone's usual size.
     Extra keyword arguments go to the backbone builder (e.g. timm's drop_path_rate).
     """
+    from sonokit.models.shipped import init_weights
+
     entry = get_entry(name, "image")
-    refuse_download(pretrained)
+    shipped = init_weights(pretrained, name, in_chans)  # checked even when --weights wins
     if head not in HEADS:
         raise ModelError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     if num_classes < 1:
@@ -226,12 +234,17 @@ def create(
         "img_size": size,
         "dropout": dropout,
         "hidden": hidden,
+        "init": "weights" if weights is not None else (f"shipped:{shipped.name}" if shipped else "random"),
     }
     model = SonoModel(backbone, head_mod, spec)
-    if weights is not None:
+    if weights is not None or shipped is not None:
         from sonokit.models.weights import load_weights
 
-        load_weights(model, weights, strict=strict)
+        if weights is None:
+            log.info(
+                "%s starts from the shipped ultrasound backbone %s (--init none: random)", name, shipped.name
+            )
+        load_weights(model, weights if weights is not None else shipped, strict=strict)
     return model
 
 
@@ -252,7 +265,7 @@ def build(
     if kind == "image":
         return create(name, pretrained=pretrained, weights=weights, strict=strict, **kw)
     entry = get_entry(name, kind)
-    refuse_download(pretrained)
+    refuse_download(pretrained, f"{kind} networks")
     model = _call_builder(entry, **kw)
     if weights is not None:
         from sonokit.models.weights import load_weights

@@ -1,4 +1,10 @@
-"""The pretraining loop: frames from unlabelled files -> two ultrasound views each -> SimCLR's contrastive loss.
+"""The pretraining loop: frames -> ultrasound views -> SimCLR's contrastive loss, or cross-entropy on labels.
+
+Two methods share the loop, the views, the run folder and resuming:
+    simclr       unlabelled frames; two views of each must agree and differ from the other frames' views
+    supervised   a labelled table (path, label[, source]); one view of each frame, class-balanced cross-entropy
+                 over the union of every source's labels (`source:label`), so labelled sets of other tasks and
+                 organs teach one backbone. Measured on real data to transfer where SimCLR did not (README).
 
 The run folder holds what a user needs and nothing half-written (each file is written to a temporary name and
 renamed after every epoch):
@@ -41,6 +47,7 @@ CARD_KEY = "sonokit_pretrain"
 class PretrainConfig:
     data: list[str]
     out: str
+    method: str = "simclr"  # or "supervised" (a table with a label column)
     model: str = "tinycnn"
     size: int = 96
     channels: int = 1
@@ -49,6 +56,9 @@ class PretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     temperature: float = 0.2
+    min_crop: float | None = (
+        None  # smallest crop (area fraction) of a view; None: 0.35 simclr, 0.6 supervised
+    )
     projection_dim: int = 64
     frame_every: int = 4  # frames of a cine: every 4th ...
     max_frames: int = 32  # ... at most 32 per cine
@@ -83,30 +93,49 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, partner)
 
 
-def frame_index(data: list[str], every: int, max_frames: int) -> pd.DataFrame:
-    """(path, frame) rows of every readable file under `data` (files, folders, or one CSV with a `path` column)."""
+METHODS = ("simclr", "supervised")
+
+
+def frame_index(data: list[str], every: int, max_frames: int, labelled: bool = False) -> pd.DataFrame:
+    """(path, frame[, label]) rows of every readable file under `data` (files, folders, or one CSV with a `path`
+    column; `labelled`: one CSV with `path` and `label`, labels prefixed by an optional `source` column)."""
     from sonokit.data.frames import expand_video_frames
     from sonokit.io import find_inputs
 
-    if len(data) == 1 and str(data[0]).lower().endswith(".csv"):
+    is_table = len(data) == 1 and str(data[0]).lower().endswith(".csv")
+    if labelled and not is_table:
+        raise InputError("supervised pretraining needs one CSV table with `path` and `label` columns")
+    if is_table:
         from sonokit.data.tables import read_csv_text, resolve_paths
 
         table = Path(data[0])
         df = read_csv_text(table)
-        if "path" not in df.columns:
-            raise InputError("the table has no `path` column", table)
+        for col in ("path", "label") if labelled else ("path",):
+            if col not in df.columns:
+                raise InputError(f"the table has no `{col}` column", table)
         paths = resolve_paths(df["path"], table.parent).tolist()
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise InputError(f"{len(missing)} files of the table do not exist, e.g. {missing[0]}", table)
+        files = pd.DataFrame({"path": paths})
+        if labelled:
+            labels = df["label"].str.strip()
+            empty = labels.eq("") | labels.str.lower().isin(["nan", "none", "null"])
+            if empty.any():
+                raise InputError(
+                    f"{int(empty.sum())} rows have no label, e.g. row {int(empty.idxmax()) + 2}", table
+                )
+            files["label"] = (df["source"].str.strip() + ":" + labels) if "source" in df.columns else labels
+            if files["label"].nunique() < 2:
+                raise InputError("supervised pretraining needs at least 2 labels", table)
     else:
-        paths = [str(p) for p in find_inputs(data)]
-    rows = expand_video_frames(pd.DataFrame({"path": paths}), every=every, max_frames=max_frames)
+        files = pd.DataFrame({"path": [str(p) for p in find_inputs(data)]})
+    rows = expand_video_frames(files, every=every, max_frames=max_frames)
     if len(rows) < 2:
         raise InputError(
             f"pretraining needs at least 2 frames, found {len(rows)} in {', '.join(map(str, data))}"
         )
-    return rows[["path", "frame"]]
+    return rows[["path", "frame", "label"] if labelled else ["path", "frame"]].reset_index(drop=True)
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -114,9 +143,23 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+_VIEWS = "ultrasound views: crop/zoom, mirror, gain, gamma, depth ramp, speckle, blur"
+
+
 def _card(cfg: PretrainConfig, index: pd.DataFrame, losses: list[float], seconds: float) -> dict[str, Any]:
+    method = (
+        f"supervised: class-balanced cross-entropy over the union of the sources' labels, {_VIEWS}"
+        if cfg.method == "supervised"
+        else f"SimCLR (NT-Xent), {_VIEWS}"
+    )
+    labels = (
+        {str(k): int(v) for k, v in index["label"].value_counts().sort_index().items()}
+        if "label" in index
+        else None
+    )
     return {
-        "method": "SimCLR (NT-Xent), ultrasound views: crop/zoom, mirror, gain, gamma, depth ramp, speckle, blur",
+        "method": method,
+        "labels": labels,
         "model": cfg.model,
         "input": {"channels": cfg.channels, "size": cfg.size, "mean": cfg.mean, "std": cfg.std},
         "files": int(index["path"].nunique()),
@@ -153,12 +196,27 @@ def pretrain(cfg: PretrainConfig) -> Path:
         raise InputError(
             f"batch size must be at least 2 (a view needs other frames to differ from), got {cfg.batch_size}"
         )
-    index = frame_index(cfg.data, cfg.frame_every, cfg.max_frames)
+    if cfg.method not in METHODS:
+        raise InputError(f"unknown pretraining method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    supervised = cfg.method == "supervised"
+    min_crop = cfg.min_crop if cfg.min_crop is not None else (0.6 if supervised else 0.35)
+    if not 0 < min_crop <= 1:
+        raise InputError(f"min_crop must be in (0, 1], got {min_crop}")
+    index = frame_index(cfg.data, cfg.frame_every, cfg.max_frames, labelled=supervised)
     cache = PreprocessedCache(LetterboxRecipe(cfg.size, cfg.channels))
     torch.manual_seed(cfg.seed)  # the initial weights: a rerun with the same seed gives the same backbone
     model = create(cfg.model, num_classes=1, in_chans=cfg.channels, img_size=cfg.size)
     backbone = model.backbone
-    head = ProjectionHead(int(backbone.num_features), cfg.projection_dim)
+    if supervised:
+        classes = sorted(index["label"].unique())
+        targets = torch.tensor(index["label"].map({c: i for i, c in enumerate(classes)}).to_numpy())
+        counts = torch.bincount(targets, minlength=len(classes)).float()
+        class_weight = counts.sum() / (
+            len(classes) * counts
+        )  # every label counts alike, however few its images
+        head: nn.Module = nn.Linear(int(backbone.num_features), len(classes))
+    else:
+        head = ProjectionHead(int(backbone.num_features), cfg.projection_dim)
     params = list(backbone.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses: list[float] = []
@@ -197,10 +255,16 @@ def pretrain(cfg: PretrainConfig) -> Path:
             rows = order[s : s + batch]
             x = torch.from_numpy(np.stack([cache.frame(paths[i], int(frames[i])) for i in rows]))
             x = x.permute(0, 3, 1, 2).float().div_(255.0)
-            views = torch.cat([ultrasound_view(x, gen), ultrasound_view(x, gen)])
-            feats = backbone.forward_features((views - mean) / std).mean(dim=(2, 3))
-            z = head(feats)
-            loss = nt_xent(z[:batch], z[batch:], cfg.temperature)
+            crop = (min_crop, 1.0)
+            if supervised:
+                feats = backbone.forward_features((ultrasound_view(x, gen, crop) - mean) / std).mean(
+                    dim=(2, 3)
+                )
+                loss = F.cross_entropy(head(feats), targets[rows], weight=class_weight)
+            else:
+                views = torch.cat([ultrasound_view(x, gen, crop), ultrasound_view(x, gen, crop)])
+                z = head(backbone.forward_features((views - mean) / std).mean(dim=(2, 3)))
+                loss = nt_xent(z[:batch], z[batch:], cfg.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -74,6 +74,8 @@ def speckle_and_blur(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
-def ultrasound_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One random view of a float batch (N, C, H, W) in [0, 1]."""
-    return speckle_and_blur(gain_and_tgc(crop_and_resize(x, gen), gen), gen)
+def ultrasound_view(
+    x: torch.Tensor, gen: torch.Generator, crop: tuple[float, float] = (0.35, 1.0)
+) -> torch.Tensor:
+    """One random view of a float batch (N, C, H, W) in [0, 1]; `crop`: the area fraction a crop keeps."""
+    return speckle_and_blur(gain_and_tgc(crop_and_resize(x, gen, crop), gen), gen)

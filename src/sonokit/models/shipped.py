@@ -1,0 +1,66 @@
+"""Backbones shipped inside the package: what `--init ultrasound|auto` starts from.
+
+Users of this field ask for trained weights more than for anything else, and nothing can be downloaded here, so
+the wheel carries a small ultrasound backbone (src/sonokit/weights, its card in MODEL_CARD.md and in the file's
+metadata). `--init` chooses the initial weights of a network that is not given `--weights`:
+    none         random weights (from scratch): the default
+    ultrasound   the shipped backbone; an error when none fits
+    auto         the shipped backbone when one fits the network (architecture and input channels), else random
+`imagenet` and any other name are refused: no weights can be downloaded.
+
+Why not the default: it was trained on every real development set (BUS-BRA, the fetal-plane subset, HC18), so a
+default start from it would leak those sets' test images into anyone's benchmark on them, and it has not yet
+measured a gain on sets it never saw (README, "Shipped backbone").
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sonokit.errors import ModelError
+
+INIT_CHOICES = ("auto", "ultrasound", "none")
+# (architecture, input channels) -> file in sonokit/weights
+SHIPPED = {("tinycnn", 1): "ultrasound-tinycnn-1ch-v1.safetensors"}
+CARD_KEY = "sonokit_pretrain"
+
+
+def shipped_backbone(name: str, in_chans: int) -> Path | None:
+    """The packaged backbone file for this architecture and channel count, or None."""
+    file = SHIPPED.get((name, int(in_chans)))
+    if file is None:
+        return None
+    path = Path(str(resources.files("sonokit") / "weights" / file))
+    return path if path.is_file() else None
+
+
+def init_weights(init: str | None, name: str, in_chans: int) -> Path | None:
+    """The weights file `--init` stands for (None: random). Raises for a name it cannot honour."""
+    if init in (None, "", "none", False):
+        return None
+    if init not in INIT_CHOICES:
+        raise ModelError(
+            f"--init {init}: no weights can be downloaded here; use --init auto|ultrasound|none, "
+            "or --weights PATH with a local weights file (timm/torchvision state dict or .safetensors)"
+        )
+    path = shipped_backbone(name, in_chans)
+    if path is None and init == "ultrasound":
+        have = ", ".join(f"{n} with {c} channel(s)" for n, c in SHIPPED)
+        raise ModelError(
+            f"--init ultrasound: no shipped backbone for {name} with {in_chans} channel(s) (have: {have})"
+        )
+    return path
+
+
+@cache
+def shipped_card(path: Path) -> dict[str, Any]:
+    """The card stored in a shipped backbone's metadata (data, licences, method, measured transfer)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta.get(CARD_KEY, "{}"))
