@@ -67,11 +67,27 @@ def labelled_sources() -> dict[str, pd.DataFrame]:
     }  # fmt: skip
 
 
+def simulated_planes(n: int = 1200, size: int = 160) -> pd.DataFrame:
+    """`sonokit synth fetal-planes` images (made once, seed 0) as `path,label,source` (label = the plane)."""
+    from sonokit.synth import make_dataset
+
+    folder = OUT / "sim-fetal-planes"
+    if not (folder / "FETAL_PLANES_DB_data.csv").is_file():
+        make_dataset("fetal-planes", folder, n=n, seed=0, size=size)
+    meta = pd.read_csv(folder / "FETAL_PLANES_DB_data.csv", sep=";")
+    return pd.DataFrame(
+        {"path": [str(folder / "Images" / f"{i}.png") for i in meta["Image_name"]], "label": meta["Plane"],
+         "source": "sim-fetal"}
+    )  # fmt: skip
+
+
 # each backbone and the sets it learns from: never the set it is evaluated on
 PLAN = {
     "without-fetal": ("hc18", "busbra"),
     "without-busbra": ("hc18", "fetal"),
     "without-busbra-toshiba": ("hc18", "fetal", "busbra-other-scanners"),
+    "without-fetal-plus-sim": ("hc18", "busbra", "sim-fetal"),
+    "sim-fetal-only": ("sim-fetal",),
     "all": ("hc18", "busbra", "fetal"),
 }
 
@@ -105,6 +121,8 @@ def main() -> None:
         out = OUT / name
         table = OUT / f"{name}.csv"
         table.parent.mkdir(parents=True, exist_ok=True)
+        if "sim-fetal" in parts and "sim-fetal" not in tables:
+            tables["sim-fetal"] = simulated_planes()
         rows_of = pd.concat([tables[p] for p in parts], ignore_index=True)
         (rows_of if supervised else rows_of[["path"]]).to_csv(table, index=False)
         cfg = PretrainConfig(

@@ -125,6 +125,14 @@ RECIPES: dict[str, Recipe] = {
         "defaults + `--weights` from `sonokit pretrain --method supervised` on the other real sets' labels",
         {"weights": "{supervised_without_dataset}"},
     ),
+    "sup-sim": Recipe(
+        "`sup` with 1,200 simulated fetal planes added to the pretraining",
+        {"weights": "{supervised_plus_sim}"},
+    ),
+    "sup-simonly": Recipe(
+        "defaults + `--weights` pretrained on 1,200 simulated fetal planes only",
+        {"weights": "{supervised_sim_only}"},
+    ),
     "sup-lr1e-3": Recipe(
         "`sup` fine-tuned at lr 0.001", {"weights": "{supervised_without_dataset}", "lr": 0.001}
     ),
@@ -260,6 +268,8 @@ def base_config(ds: Dataset, out: Path, recipe: Recipe, n_boot: int) -> TrainCon
 BACKBONES = {
     "{pretrained_without_dataset}": "without-{name}",  # SimCLR on the other sets' images
     "{supervised_without_dataset}": "sup-without-{name}",  # supervised on the other sets' labels
+    "{supervised_plus_sim}": "sup-without-{name}-plus-sim",  # ... and simulated fetal planes
+    "{supervised_sim_only}": "sup-sim-fetal-only",  # simulated fetal planes alone
 }
 
 

@@ -68,10 +68,11 @@ def shipped_cmd(as_json: bool = typer.Option(False, "--json", help="Print the ca
         typer.echo(
             f"{c['file']}: {c['model']}, {c['channels']} channel(s), input {c.get('input', {}).get('size')} px{state}"
         )
-        for key in ("method", "data", "licences", "use"):
+        for key in ("method", "licences", "use"):
             if c.get(key):
-                value = c[key] if isinstance(c[key], str) else json.dumps(c[key])
-                typer.echo(f"  {key}: {value}")
+                typer.echo(f"  {key}: {c[key]}")
+        for d in c.get("data", []):
+            typer.echo(f"  data: {d['set']}: {d['labels']}; {d['licence']}; cite {d['cite']}")
 
 
 def register(app: typer.Typer) -> None:
