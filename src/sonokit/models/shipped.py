@@ -43,10 +43,9 @@ def init_weights(init: str | None, name: str, in_chans: int) -> Path | None:
     if init in (None, "", "none", False):
         return None
     if init not in INIT_CHOICES:
-        raise ModelError(
-            f"--init {init}: no weights can be downloaded here; use --init auto|ultrasound|none, "
-            "or --weights PATH with a local weights file (timm/torchvision state dict or .safetensors)"
-        )
+        from sonokit.models.registry import refuse_download
+
+        refuse_download(init)  # raises: no weights can be downloaded
     path = shipped_backbone(name, in_chans)
     if path is None and init == "ultrasound":
         have = ", ".join(f"{n} with {c} channel(s)" for n, c in SHIPPED)
