@@ -106,6 +106,7 @@ RECIPES: dict[str, Recipe] = {
         "defaults + scanner-look restyling (augment.appearance 1.0: grey curve, gain, TGC, speckle, blur, noise)",
         {"augment": {"appearance": 1.0}},
     ),
+    "ema": Recipe("defaults + a moving average of the weights (ema 0.99) validated and kept", {"ema": 0.99}),
     "app-0.5": Recipe("defaults + augment.appearance 0.5", {"augment": {"appearance": 0.5}}),
     "hflip": Recipe("defaults + mirrored training images (augment.hflip)", {"augment": {"hflip": True}}),
     "mnv3s-128": Recipe(

@@ -319,3 +319,30 @@ def test_channels_last_covers_2d_and_3d_convs_without_changing_outputs() -> None
     with torch.no_grad():
         assert torch.allclose(model["c2"](batch["image"]), ref2, atol=1e-5)
         assert torch.allclose(model["c3"](batch["clip"]), ref3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ema_validates_and_keeps_the_averaged_weights_and_resumes_exactly(tmp_path, table) -> None:
+    from safetensors.torch import load_file
+
+    kw = {"epochs": 4, "ema": 0.9}
+    train(config(table, tmp_path / "straight", **kw))
+    train(config(table, tmp_path / "plain", epochs=4))
+    with pytest.raises(_Killed):
+        train(config(table, tmp_path / "killed", **kw), callbacks=[_kill_after(2)])
+    train(resume_config(tmp_path / "killed"))
+    a = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "checkpoint_last.pt", weights_only=True)
+    for key, value in a["ema"].items():
+        torch.testing.assert_close(b["ema"][key], value, rtol=1e-5, atol=1e-6)
+    assert (
+        int(a["ema"]["n_averaged"]) == 4 * 3
+    )  # every optimizer step (3 batches an epoch) updates the average
+    # what is kept is the average: not the last raw weights, and not what a run without ema learns
+    kept = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    raw, plain = a["model"], load_file(str(tmp_path / "plain" / "model.safetensors"))
+    weight = next(k for k in kept if k.endswith("weight") and kept[k].ndim == 4)
+    assert not torch.allclose(kept[weight], raw[weight]) and not torch.allclose(kept[weight], plain[weight])
+    val = pd.read_csv(tmp_path / "straight" / "log.csv").query("phase == 'val'").reset_index(drop=True)
+    if int(val["metric"].idxmax()) == len(val) - 1:  # the last epoch was the best: kept = the final average
+        torch.testing.assert_close(kept[weight], a["ema"][f"module.{weight}"])

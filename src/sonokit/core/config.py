@@ -23,7 +23,7 @@ _NON_SEMANTIC = ("data", "out", "resume", "num_workers", "threads", "device")
 # is split by patient with the seed, as for a dataset without one. A string, not null: null keeps its old meaning.
 NO_SPLIT_COL = "none"
 # Fields added after runs were trained without them: hashed only when set, so those runs keep their hash.
-_HASHED_WHEN_SET = ("fold_col", "min_steps")
+_HASHED_WHEN_SET = ("fold_col", "min_steps", "ema")
 
 
 class TrainConfig(BaseModel):
@@ -92,6 +92,13 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0.0)
     balance: Literal["none", "weights", "sampler"] = "weights"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    ema: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="decay of an exponential moving average of the weights (e.g. 0.99), updated every step; "
+        "validation, the kept best epoch and the saved weights use the average",
+    )
     augment: AugmentConfig = Field(
         default_factory=AugmentConfig,
         description="training augmentation (sonokit.augment.AugmentConfig); a task refuses an option it "

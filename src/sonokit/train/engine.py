@@ -144,6 +144,11 @@ class Trainer:
             task.cfg = cfg.model_copy(update={"balance": "weights"})
         task.setup_loss(self.items["train"], self.device)
         self.net = D.wrap_model(model, self.dist)
+        self.ema = None  # the moving average of the weights (cfg.ema): what is validated and saved
+        if cfg.ema:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
         self.generator = torch.Generator()
         self.train_loader = self._train_loader()
         self.val_loader = self._eval_loader(self.val_ds) if self.val_ds is not None else None
@@ -218,6 +223,8 @@ class Trainer:
         ckpt = load_checkpoint(self.run_dir / CHECKPOINT)
         try:
             unwrap(self.model).load_state_dict(ckpt["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ckpt["ema"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
         except (KeyError, RuntimeError, ValueError) as err:
@@ -297,7 +304,7 @@ class Trainer:
         if self.val_loader is not None:
             val_loss, val_out = infer(
                 task,
-                self.net,
+                self.net if self.ema is None else self.ema.module,
                 self.val_loader,
                 self.device,
                 self.dtype,
@@ -332,7 +339,8 @@ class Trainer:
         )
         if self.dist.is_main:
             if improved:
-                save_weights(self.run_dir / WEIGHTS, self.model, self.card(metrics=None, state=state))
+                kept = self.model if self.ema is None else self.ema.module
+                save_weights(self.run_dir / WEIGHTS, kept, self.card(metrics=None, state=state))
             write_csv(pd.DataFrame(state.history, columns=LOG_COLUMNS), self.run_dir / "log.csv")
             self._save_checkpoint(state)
         D.barrier(self.dist)
@@ -371,6 +379,8 @@ class Trainer:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(unwrap(self.model))
             n = len(batch["index"])
             loss_sum += loss.detach().double() * n
             count += n
@@ -391,6 +401,7 @@ class Trainer:
             {
                 **state.to_checkpoint(),
                 "model": unwrap(self.model).state_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(),
