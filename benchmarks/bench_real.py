@@ -8,6 +8,9 @@ whether it beats what a pixel-level classifier gets for free. Two real developme
   the CNN runs take these folds with `--fold-col fold`, the floors use the same rows.
 - fetal_planes_subset (120 images, 6 planes): group = the patient number in the file name; 5 folds drawn by
   stratified group k-fold (seed 0), exactly the folds `sonokit train classify --folds 5` draws.
+- busbra-toshiba (`--dataset busbra-toshiba`): BUS-BRA's 139 Toshiba Aplio 300 images (72 patients) alone, 5 folds
+  drawn like the fetal set: a small labelled set from a scanner that a backbone pretrained on BUS-BRA's other
+  scanners never saw (bench_pretrain.py's sup-without-busbra-toshiba), as a clinic with its own machine brings.
 
 Rows of each table: (a) the majority class; (b) logistic regression and a random forest (scikit-learn) on
 letterboxed grey pixels at 16x16 and 32x32 (sonokit's own letterbox, via the preprocessed-frame cache); (c)
