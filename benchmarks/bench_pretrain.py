@@ -88,7 +88,7 @@ PLAN = {
     "without-busbra-toshiba": ("hc18", "fetal", "busbra-other-scanners"),
     "without-fetal-plus-sim": ("hc18", "busbra", "sim-fetal"),
     "sim-fetal-only": ("sim-fetal",),
-    "all": ("hc18", "busbra", "fetal"),
+    "all": ("hc18", "busbra", "fetal"),  # the shipped backbone (real sets only)
 }
 
 

@@ -148,7 +148,9 @@ class Trainer:
         if cfg.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=False)
+            # its batch-norm statistics are measured afresh for the averaged weights before each validation
+            self.bn_loader = self._eval_loader(task.build_dataset(self.items["train"], train=False))
         self.generator = torch.Generator()
         self.train_loader = self._train_loader()
         self.val_loader = self._eval_loader(self.val_ds) if self.val_ds is not None else None
@@ -301,6 +303,8 @@ class Trainer:
         train_seconds = time.perf_counter() - start
 
         start = time.perf_counter()
+        if self.ema is not None:
+            self._ema_batchnorm()
         if self.val_loader is not None:
             val_loss, val_out = infer(
                 task,
@@ -389,6 +393,28 @@ class Trainer:
         if not math.isfinite(mean_loss):
             raise ModelError(f"training diverged at epoch {epoch + 1} (loss {mean_loss}); try a lower --lr")
         return mean_loss, concat_parts(parts)
+
+    @torch.no_grad()
+    def _ema_batchnorm(self, max_batches: int = 50) -> None:
+        """Batch-norm statistics for the averaged weights (SWA's update_bn): averaging running statistics that
+        belonged to other weights broke the average (chance accuracy on the fetal-plane subset, measured). The
+        un-augmented training images, at most `max_batches` batches, a cumulative mean; no random draw."""
+        module = self.ema.module
+        norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        module.train()
+        for i, batch in enumerate(self.bn_loader):
+            if i >= max_batches:
+                break
+            forward_batch(self.task, module, batch, self.device, self.dtype, self.cfg.channels_last)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        module.eval()
 
     def _score(self, collected: dict[str, np.ndarray], items: pd.DataFrame, loss: float) -> float:
         if self.metric_name == "loss":
