@@ -21,8 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sonokit.models.shipped import SHIPPED  # noqa: E402
-from sonokit.pretrain.run import CARD_KEY  # noqa: E402
+from sonokit.models.shipped import CARD_KEY, SHIPPED  # noqa: E402
 from sonokit.utils.atomic import atomic_path  # noqa: E402
 
 RUN = ROOT / "bench_data" / "pretrain" / "sup-all"

@@ -26,6 +26,7 @@ from sonokit.errors import ModelError
 INIT_CHOICES = ("auto", "ultrasound", "none")
 # (architecture, input channels) -> file in sonokit/weights
 SHIPPED = {("tinycnn", 1): "ultrasound-tinycnn-1ch-v1.safetensors"}
+CARD_KEY = "sonokit_pretrain"  # the metadata key of a backbone's card (`sonokit pretrain` writes it too)
 
 
 def shipped_backbone(name: str, in_chans: int) -> Path | None:
@@ -58,8 +59,6 @@ def init_weights(init: str | None, name: str, in_chans: int) -> Path | None:
 def shipped_card(path: Path) -> dict[str, Any]:
     """The card stored in a shipped backbone's metadata (data, licences, method, measured transfer)."""
     from safetensors import safe_open
-
-    from sonokit.pretrain.run import CARD_KEY  # `sonokit pretrain` wrote it; make_backbone.py kept it
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}

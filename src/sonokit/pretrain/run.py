@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sonokit.errors import InputError
+from sonokit.models.shipped import CARD_KEY
 from sonokit.utils import get_logger
 from sonokit.utils.atomic import atomic_path, atomic_write_json
 
@@ -41,7 +42,6 @@ log = get_logger(__name__)
 BACKBONE_FILE = "backbone.safetensors"
 CARD_FILE = "pretrain_card.json"
 CHECKPOINT_FILE = "checkpoint.pt"
-CARD_KEY = "sonokit_pretrain"
 
 
 @dataclass
