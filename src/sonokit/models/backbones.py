@@ -105,6 +105,38 @@ def resnet18(in_chans: int = 1, **kw: Any) -> nn.Module:
     return _timm("resnet18", in_chans, **kw)
 
 
+def _small_resnet(in_chans: int, width: int, **kw: Any) -> nn.Module:
+    """timm's ResNet-10 layout (one basic block per stage, stride 32) at a fraction of resnet18's widths: the
+    receptive field covers the whole image, which the 4-block tinycnn (about 30 px) does not, at tinycnn's cost."""
+    from timm.models.resnet import BasicBlock, ResNet
+
+    kw.pop("pretrained", None)
+    return ResNet(
+        BasicBlock,
+        (1, 1, 1, 1),
+        num_classes=0,
+        global_pool="",
+        in_chans=in_chans,
+        stem_width=width,
+        channels=(width, 2 * width, 4 * width, 8 * width),
+        **kw,
+    )
+
+
+@register_model(
+    "resnet10_w16", family="resnet", description="timm ResNet-10 layout, widths 16-128, 128 features, 0.3M params"
+)
+def resnet10_w16(in_chans: int = 1, **kw: Any) -> nn.Module:
+    return _small_resnet(in_chans, 16, **kw)
+
+
+@register_model(
+    "resnet10_w32", family="resnet", description="timm ResNet-10 layout, widths 32-256, 256 features, 1.2M params"
+)
+def resnet10_w32(in_chans: int = 1, **kw: Any) -> nn.Module:
+    return _small_resnet(in_chans, 32, **kw)
+
+
 @register_model("resnet50", family="resnet", description="timm resnet50 (torchvision layout), 2048 features")
 def resnet50(in_chans: int = 1, **kw: Any) -> nn.Module:
     return _timm("resnet50", in_chans, **kw)
