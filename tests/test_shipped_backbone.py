@@ -85,7 +85,7 @@ def test_train_init_ultrasound_records_it_in_the_card(shipped, tmp_path) -> None
             )
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "sonokit", "train", "classify", "--data", str(tmp_path / "data"), "--out", str(run),
-           "--init", "ultrasound", "--epochs", "1", "--size", "48", "--set", "min_steps=1", "--quiet"]  # fmt: skip
+           "--model", "tinycnn", "--init", "ultrasound", "--epochs", "1", "--size", "48", "--set", "min_steps=1", "--quiet"]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     card = json.loads((run / "model_card.json").read_text())
@@ -95,3 +95,8 @@ def test_train_init_ultrasound_records_it_in_the_card(shipped, tmp_path) -> None
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode != 0 and "no shipped backbone for resnet18" in bad.stderr
     assert not (tmp_path / "bad" / "model.safetensors").exists()
+    # classify's default network (resnet10_w32) has none either: the message says how to get the one there is
+    default = subprocess.run([*cmd[:7], "--out", str(tmp_path / "bad2"), "--init", "ultrasound"],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert default.returncode != 0 and "resnet10_w32" in default.stderr and "--model" in default.stderr
+    assert not (tmp_path / "bad2").exists() or not (tmp_path / "bad2" / "model.safetensors").exists()

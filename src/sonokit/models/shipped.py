@@ -50,7 +50,8 @@ def init_weights(init: str | None, name: str, in_chans: int) -> Path | None:
     if path is None and init == "ultrasound":
         have = ", ".join(f"{n} with {c} channel(s)" for n, c in SHIPPED)
         raise ModelError(
-            f"--init ultrasound: no shipped backbone for {name} with {in_chans} channel(s) (have: {have})"
+            f"--init ultrasound: no shipped backbone for {name} with {in_chans} channel(s) (have: {have}; "
+            "choose one with --model)"
         )
     return path
 

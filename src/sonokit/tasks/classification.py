@@ -525,7 +525,7 @@ class ClassifyTask(ClassificationTask):
         "Not validated for any clinical purpose."
     )
     defaults = {
-        "model": "tinycnn",
+        "model": "resnet10_w32",  # whole-image receptive field: +0.036 accuracy on real BUS-BRA over tinycnn (README)
         "size": 96,
         "epochs": 30,
         "patience": 0,
@@ -547,7 +547,7 @@ class FetalPlaneTask(ClassificationTask):
         "single 2D obstetric ultrasound image (FETAL_PLANES_DB layout). Not validated for any clinical purpose."
     )
     defaults = {
-        "model": "tinycnn",
+        "model": "resnet10_w32",  # whole-image receptive field: +0.036 accuracy on real BUS-BRA over tinycnn (README)
         "size": 96,
         "epochs": 30,
         "patience": 0,
