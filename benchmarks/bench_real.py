@@ -121,10 +121,18 @@ RECIPES: dict[str, Recipe] = {
     ),
     # the defaults started from a backbone that `sonokit pretrain` learnt without labels on the OTHER real sets
     # (never on the one evaluated): benchmarks/bench_pretrain.py writes bench_data/pretrain/without-<dataset>
-    "rn10w32": Recipe("resnet10_w32 (timm ResNet-10 layout, widths 32-256), input 96", {"model": "resnet10_w32"}),
+    "tinycnn": Recipe(
+        "the defaults before 2026-12-05: tinycnn (4 conv blocks, 0.1M parameters)", {"model": "tinycnn"}
+    ),
+    "rn10w32": Recipe(
+        "resnet10_w32 (timm ResNet-10 layout, widths 32-256), input 96", {"model": "resnet10_w32"}
+    ),
+    "rn10w32-e100": Recipe("resnet10_w32, input 96, 100 epochs", {"model": "resnet10_w32", "epochs": 100}),
     "rn10w32-128": Recipe("resnet10_w32, input 128", {"model": "resnet10_w32", "size": 128}),
     "rn10w32-e60": Recipe("resnet10_w32, input 96, 60 epochs", {"model": "resnet10_w32", "epochs": 60}),
-    "rn10w16": Recipe("resnet10_w16 (timm ResNet-10 layout, widths 16-128), input 96", {"model": "resnet10_w16"}),
+    "rn10w16": Recipe(
+        "resnet10_w16 (timm ResNet-10 layout, widths 16-128), input 96", {"model": "resnet10_w16"}
+    ),
     "ssl": Recipe(
         "defaults + `--weights` from `sonokit pretrain` on the other real sets (bench_pretrain.py)",
         {"weights": "{pretrained_without_dataset}"},

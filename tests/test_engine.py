@@ -70,7 +70,14 @@ def test_overfits_a_tiny_batch(tmp_path, table) -> None:
     # tinycnn: the test is about the engine; a deeper net's batch-norm running statistics lag its batch statistics
     # over 30 steps at a constant lr on 8 images of 32 px (1x1 maps at stride 32), which is not what it checks
     cfg = config(
-        table, tmp_path / "run", model="tinycnn", epochs=30, lr=0.01, scheduler="none", weight_decay=0.0, n_boot=0
+        table,
+        tmp_path / "run",
+        model="tinycnn",
+        epochs=30,
+        lr=0.01,
+        scheduler="none",
+        weight_decay=0.0,
+        n_boot=0,
     )
     task = get_task("classify")(cfg)
     rows = load_index(table).iloc[:8]  # one batch: 8 images, all three classes

@@ -41,7 +41,9 @@ def test_registry_lists_every_required_backbone() -> None:
         assert row["family"] and row["description"] and row["params"] > 0 and row["kind"] in KINDS
     # counts are for 1 class / 1 channel with the linear head; vgg16 is its conv trunk only (no 4096-wide FC)
     assert rows["tinycnn"]["params"] < 200_000
-    assert rows["resnet10_w16"]["params"] < rows["resnet10_w32"]["params"] < 1.5e6 < rows["resnet18"]["params"]
+    assert (
+        rows["resnet10_w16"]["params"] < rows["resnet10_w32"]["params"] < 1.5e6 < rows["resnet18"]["params"]
+    )
     assert 11.0e6 < rows["resnet18"]["params"] < 11.3e6
     assert rows["resnet152"]["params"] > 55e6
     assert 14.5e6 < rows["vgg16"]["params"] < 15e6

@@ -124,14 +124,18 @@ def _small_resnet(in_chans: int, width: int, **kw: Any) -> nn.Module:
 
 
 @register_model(
-    "resnet10_w16", family="resnet", description="timm ResNet-10 layout, widths 16-128, 128 features, 0.3M params"
+    "resnet10_w16",
+    family="resnet",
+    description="timm ResNet-10 layout, widths 16-128, 128 features, 0.3M params",
 )
 def resnet10_w16(in_chans: int = 1, **kw: Any) -> nn.Module:
     return _small_resnet(in_chans, 16, **kw)
 
 
 @register_model(
-    "resnet10_w32", family="resnet", description="timm ResNet-10 layout, widths 32-256, 256 features, 1.2M params"
+    "resnet10_w32",
+    family="resnet",
+    description="timm ResNet-10 layout, widths 32-256, 256 features, 1.2M params",
 )
 def resnet10_w32(in_chans: int = 1, **kw: Any) -> nn.Module:
     return _small_resnet(in_chans, 32, **kw)
