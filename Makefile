@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 # 15 minutes) and bench_real.py (real data from ../shared, about 20 minutes) train for a long time on 2 CPU cores:
 # run them on their own
 LONG_BENCH := benchmarks/bench_ef_accuracy.py benchmarks/bench_lus_cv.py benchmarks/bench_real.py benchmarks/bench_pretrain.py \
-              benchmarks/bench_fold_ensemble.py
+              benchmarks/bench_fold_ensemble.py benchmarks/bench_tta.py
 bench: $(STAMP)
 	for f in $(filter-out $(LONG_BENCH),$(wildcard benchmarks/bench_*.py)); do \
 		$(BIN)/python $$f || exit 1; done

@@ -129,6 +129,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "rn10w32-lr2e-3": Recipe("resnet10_w32, input 96, lr 0.002", {"model": "resnet10_w32", "lr": 0.002}),
     "rn10w32-128": Recipe("resnet10_w32, input 128", {"model": "resnet10_w32", "size": 128}),
+    "rn10w32-160": Recipe("resnet10_w32, input 160", {"model": "resnet10_w32", "size": 160}),
     "rn10w32-e60": Recipe("resnet10_w32, input 96, 60 epochs", {"model": "resnet10_w32", "epochs": 60}),
     "rn10w16": Recipe(
         "resnet10_w16 (timm ResNet-10 layout, widths 16-128), input 96", {"model": "resnet10_w16"}
