@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 simclr, 3e-3 supervised")
     parser.add_argument("--stop-after", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--model", default="tinycnn", help="backbone; any other than tinycnn adds -MODEL to the folder name"
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -118,6 +121,7 @@ def main() -> None:
         ):
             continue
         name = f"sup-{name}" if supervised else name
+        name = name if args.model == "tinycnn" else f"{name}-{args.model}"
         out = OUT / name
         table = OUT / f"{name}.csv"
         table.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +130,8 @@ def main() -> None:
         rows_of = pd.concat([tables[p] for p in parts], ignore_index=True)
         (rows_of if supervised else rows_of[["path"]]).to_csv(table, index=False)
         cfg = PretrainConfig(
-            data=[str(table)], out=str(out), method=args.method, epochs=args.epochs, batch_size=args.batch_size,
+            data=[str(table)], out=str(out), method=args.method, model=args.model, epochs=args.epochs,
+            batch_size=args.batch_size,
             lr=lr, stop_after=args.stop_after, resume=(out / CHECKPOINT_FILE).is_file(),
         )  # fmt: skip
         pretrain(cfg)

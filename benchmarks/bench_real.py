@@ -130,6 +130,13 @@ RECIPES: dict[str, Recipe] = {
     "rn10w32-lr2e-3": Recipe("resnet10_w32, input 96, lr 0.002", {"model": "resnet10_w32", "lr": 0.002}),
     "rn10w32-128": Recipe("resnet10_w32, input 128", {"model": "resnet10_w32", "size": 128}),
     "rn10w32-160": Recipe("resnet10_w32, input 160", {"model": "resnet10_w32", "size": 160}),
+    "rn10w32-auroc": Recipe(
+        "resnet10_w32, the epoch kept by validation AUROC (smoother than macro-F1 on a small split)",
+        {"model": "resnet10_w32", "monitor": "auroc"},
+    ),
+    "rn10w32-loss": Recipe(
+        "resnet10_w32, the epoch kept by validation loss", {"model": "resnet10_w32", "monitor": "loss"}
+    ),
     "rn10w32-e60": Recipe("resnet10_w32, input 96, 60 epochs", {"model": "resnet10_w32", "epochs": 60}),
     "rn10w16": Recipe(
         "resnet10_w16 (timm ResNet-10 layout, widths 16-128), input 96", {"model": "resnet10_w16"}
@@ -152,6 +159,14 @@ RECIPES: dict[str, Recipe] = {
     ),
     "sup-lr1e-3": Recipe(
         "`sup` fine-tuned at lr 0.001", {"weights": "{supervised_without_dataset}", "lr": 0.001}
+    ),
+    "rn10w32-sup": Recipe(
+        "resnet10_w32 from `sonokit pretrain --method supervised --model resnet10_w32` on the other sets' labels",
+        {"model": "resnet10_w32", "weights": "{supervised_without_dataset_rn10w32}"},
+    ),
+    "rn10w32-sup-lr1e-3": Recipe(
+        "`rn10w32-sup` fine-tuned at lr 0.001",
+        {"model": "resnet10_w32", "weights": "{supervised_without_dataset_rn10w32}", "lr": 0.001},
     ),
     "sup-s100": Recipe(
         "`sup` fine-tuned for at least 100 steps (not 300)",
@@ -287,6 +302,7 @@ BACKBONES = {
     "{supervised_without_dataset}": "sup-without-{name}",  # supervised on the other sets' labels
     "{supervised_plus_sim}": "sup-without-{name}-plus-sim",  # ... and simulated fetal planes
     "{supervised_sim_only}": "sup-sim-fetal-only",  # simulated fetal planes alone
+    "{supervised_without_dataset_rn10w32}": "sup-without-{name}-resnet10_w32",  # ... resnet10_w32
 }
 
 

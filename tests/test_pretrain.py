@@ -23,7 +23,7 @@ def frames_dir(tmp_path_factory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw) -> PretrainConfig:
-    values = {"size": 48, "batch_size": 30, "lr": 0.003, "epochs": 15, **kw}
+    values = {"model": "tinycnn", "size": 48, "batch_size": 30, "lr": 0.003, "epochs": 15, **kw}
     return PretrainConfig(data=[str(data)], out=str(out), **values)
 
 
@@ -138,3 +138,16 @@ def test_bad_inputs_give_one_line_errors(tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "empty" in proc.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_backbone_of_another_network_is_refused_naming_the_network(frames_dir, tmp_path) -> None:
+    """`pretrain --model tinycnn` then `train --weights RUN` with classify's default network must not train from
+    random weights silently: the error names the backbone's network and the flag that fits it."""
+    from sonokit.errors import ModelError
+    from sonokit.models import create, load_weights
+
+    for name in ("tinycnn", "resnet10_w16"):  # no tensor name in common / every shape different
+        run = pretrain(_cfg(frames_dir, tmp_path / name, model=name, size=64, epochs=1, batch_size=8))
+        with pytest.raises(ModelError, match=f"it holds a {name} backbone: train with --model {name}"):
+            load_weights(create("resnet10_w32", num_classes=2, in_chans=1, img_size=64), run)
+    assert PretrainConfig(data=[], out="x").model == "resnet10_w32"  # the default fits classify's network

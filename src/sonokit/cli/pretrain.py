@@ -18,7 +18,11 @@ def pretrain_cmd(
         "--method",
         help="simclr (no labels) or supervised (a labelled table; labels of many sources).",
     ),
-    model: str = typer.Option("tinycnn", "--model", help="Any 2D backbone of `sonokit models list`."),
+    model: str = typer.Option(
+        "resnet10_w32",
+        "--model",
+        help="Any 2D backbone of `sonokit models list` (default: the network of classify and fetal-plane).",
+    ),
     size: int = typer.Option(96, "--size", min=16, help="Input size (frames are letterboxed to it)."),
     channels: int = typer.Option(1, "--channels", min=1, max=3, help="1 (grey) or 3."),
     epochs: int = typer.Option(30, "--epochs", min=1),
@@ -54,7 +58,7 @@ def pretrain_cmd(
     )  # fmt: skip
     run = pretrain(cfg)
     typer.echo(
-        f"pretrained {model} -> {run / 'backbone.safetensors'} (use: sonokit train TASK --weights {run})"
+        f"pretrained {model} -> {run / 'backbone.safetensors'} (use: sonokit train TASK --weights {run} --model {model})"
     )
 
 

@@ -56,11 +56,16 @@ def init_weights(init: str | None, name: str, in_chans: int) -> Path | None:
     return path
 
 
-@cache
-def shipped_card(path: Path) -> dict[str, Any]:
-    """The card stored in a shipped backbone's metadata (data, licences, method, measured transfer)."""
+def backbone_card(path: Path) -> dict[str, Any]:
+    """The card in a backbone file's metadata (`sonokit pretrain` runs and the shipped file); {} if none."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     return json.loads(meta.get(CARD_KEY, "{}"))
+
+
+@cache
+def shipped_card(path: Path) -> dict[str, Any]:
+    """The shipped backbone's card (data, licences, method, measured transfer), read once."""
+    return backbone_card(path)

@@ -125,9 +125,17 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> di
         loadable[dst] = tensor.to(own[dst].dtype)
     missing = [k for k in own if k not in loadable]
 
-    if not loadable:
+    learnt = sum(t.ndim > 0 for t in loadable.values())  # BatchNorm step counters are not learnt
+    if not learnt:
         sample = ", ".join(list(state)[:3])
-        raise ModelError(f"{path}: no tensor names match this model (file has e.g. {sample})")
+        raise ModelError(
+            f"{path}: no tensor names match this model (file has e.g. {sample}){_architecture_hint(path)}"
+        )
+    if len(mismatched) + len(unexpected) > learnt:  # another network's file: a few stem tensors may fit
+        raise ModelError(
+            f"{path}: most of its tensors do not fit this model ({_summary([], unexpected, mismatched)})"
+            f"{_architecture_hint(path)}"
+        )
     if strict and (missing or unexpected or mismatched):
         raise ModelError(f"{path}: strict load failed: {_summary(missing, unexpected, mismatched)}")
     model.load_state_dict(loadable, strict=False)
@@ -135,6 +143,22 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> di
     if missing or unexpected or mismatched:
         log.warning("%s: %s", path.name, _summary(missing, unexpected, mismatched))
     return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+
+
+def _architecture_hint(path: Path) -> str:
+    """'; it holds a X backbone: train with --model X' when the file's card names its network (a `sonokit
+    pretrain` run or the shipped backbone), else ''. Why: `pretrain --model A` then `train --weights RUN` with
+    another default network is the likeliest way to get here."""
+    from sonokit.models.shipped import backbone_card
+
+    file = path / "backbone.safetensors" if path.is_dir() else path
+    if file.suffix != ".safetensors":
+        return ""
+    try:
+        model = backbone_card(file).get("model")
+    except Exception:  # an unreadable header was already reported by read_state_dict; no hint then
+        return ""
+    return f"; it holds a {model} backbone: train with --model {model}" if model else ""
 
 
 def _is_first_conv(key: str, own: dict[str, torch.Tensor]) -> bool:

@@ -49,7 +49,7 @@ class PretrainConfig:
     data: list[str]
     out: str
     method: str = "simclr"  # or "supervised" (a table with a label column)
-    model: str = "tinycnn"
+    model: str = "resnet10_w32"  # the network of classify and fetal-plane's defaults: --weights RUN fits them
     size: int = 96
     channels: int = 1
     epochs: int = 30
@@ -168,7 +168,7 @@ def _card(cfg: PretrainConfig, index: pd.DataFrame, losses: list[float], seconds
         "loss_per_epoch": [round(v, 5) for v in losses],
         "seconds": round(seconds, 1),
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out")},
-        "use": "sonokit train TASK --data DATA --weights RUN (the head is trained from scratch)",
+        "use": f"sonokit train TASK --data DATA --weights RUN --model {cfg.model} (the head is trained from scratch)",
     }
 
 
