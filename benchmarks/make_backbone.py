@@ -2,10 +2,12 @@
 
     python benchmarks/bench_pretrain.py --method supervised --only all     # pretrain (resumable, ~4 min, 2 cores)
     python benchmarks/make_backbone.py                                      # copy it into the package with its card
+    python benchmarks/bench_pretrain.py --method supervised --only all --model resnet10_w32   # the same for
+    python benchmarks/make_backbone.py --model resnet10_w32                                   # classify's network
 
 The backbone is `sonokit pretrain --method supervised` on every labelled real set in ../shared/data (BUS-BRA
 benign/malignant, the fetal-plane subset's 6 planes, HC18 head-circumference quartiles), the classify defaults'
-network (tinycnn, 1 channel, 96 px), for `train --init ultrasound`. Every set's licence allows redistributing
+network (tinycnn or resnet10_w32, 1 channel, 96 px), for `train --init ultrasound`. Every set's licence allows redistributing
 derived work with attribution; the card names each set, its licence and the citation it asks for. Measured
 transfer (README, "Shipped backbone") is from backbones pretrained the same way WITHOUT the evaluated set
 (bench_pretrain.py's sup-without-*), never from this file, which has seen every development set.
@@ -13,6 +15,7 @@ transfer (README, "Shipped backbone") is from backbones pretrained the same way 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
@@ -24,8 +27,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from sonokit.models.shipped import CARD_KEY, SHIPPED  # noqa: E402
 from sonokit.utils.atomic import atomic_path  # noqa: E402
 
-RUN = ROOT / "bench_data" / "pretrain" / "sup-all"
-DEST = ROOT / "src" / "sonokit" / "weights" / SHIPPED[("tinycnn", 1)]
+PRETRAIN = ROOT / "bench_data" / "pretrain"
+WEIGHTS = ROOT / "src" / "sonokit" / "weights"
 
 DATA = [
     {
@@ -55,27 +58,34 @@ DATA = [
 def main() -> None:
     from safetensors.torch import load_file, save
 
-    src = RUN / "backbone.safetensors"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tinycnn", choices=sorted({m for m, _ in SHIPPED}))
+    model = parser.parse_args().model
+    run = PRETRAIN / ("sup-all" if model == "tinycnn" else f"sup-all-{model}")  # bench_pretrain.py's folders
+    dest = WEIGHTS / SHIPPED[(model, 1)]
+    src = run / "backbone.safetensors"
     if not src.is_file():
         raise SystemExit(
-            f"{src}: run `python benchmarks/bench_pretrain.py --method supervised --only all` first"
+            f"{src}: run `python benchmarks/bench_pretrain.py --method supervised --only all --model {model}` first"
         )
     tensors = load_file(str(src))
-    card = json.loads((RUN / "pretrain_card.json").read_text())
+    if model != "tinycnn":  # half the wheel's size; loading casts back to the network's float32
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    card = json.loads((run / "pretrain_card.json").read_text())
     card.update(
-        name=DEST.stem,
+        name=dest.stem,
         data=DATA,
         licences="every source allows redistribution of derived work with attribution (see data)",
-        use="sonokit train TASK --init ultrasound (a tinycnn with 1 input channel; the head starts from scratch)",
+        use=f"sonokit train TASK --model {model} --init ultrasound (1 input channel; the head starts from scratch)",
         sha256_of_tensors=hashlib.sha256(
             b"".join(t.numpy().tobytes() for _, t in sorted(tensors.items()))
         ).hexdigest(),
     )
-    DEST.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(DEST) as tmp:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
         tmp.write_bytes(save(tensors, metadata={CARD_KEY: json.dumps(card)}))
     print(
-        f"{DEST} ({DEST.stat().st_size / 1e3:.0f} kB, {len(tensors)} tensors, {card['epochs_done']} epochs)"
+        f"{dest} ({dest.stat().st_size / 1e3:.0f} kB, {len(tensors)} tensors, {card['epochs_done']} epochs)"
     )
 
 

@@ -41,6 +41,20 @@ def test_the_package_carries_a_small_backbone_with_its_card(shipped) -> None:
     assert listed[0]["present"] and listed[0]["file"] == shipped.name
 
 
+def test_classify_networks_backbone_ships_in_half_precision_and_loads_as_float32() -> None:
+    """resnet10_w32 (classify and fetal-plane's default network) has its own file, stored in float16."""
+    path = shipped_backbone("resnet10_w32", 1)
+    assert path is not None and path.stat().st_size < 3_000_000
+    card = shipped_card(path)
+    assert card["model"] == "resnet10_w32" and card["method"].startswith("supervised")
+    saved = load_file(str(path))
+    assert {v.dtype for v in saved.values() if v.is_floating_point()} == {torch.float16}
+    model = create("resnet10_w32", num_classes=2, in_chans=1, pretrained="ultrasound")
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v.to(own[k].dtype)) for k, v in saved.items())
+    assert model.spec["init"] == f"shipped:{path.name}" and own["head.fc.weight"].dtype == torch.float32
+
+
 def test_init_auto_and_ultrasound_start_from_it(shipped) -> None:
     saved = load_file(str(shipped))
     for init in ("auto", "ultrasound"):
@@ -95,8 +109,9 @@ def test_train_init_ultrasound_records_it_in_the_card(shipped, tmp_path) -> None
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode != 0 and "no shipped backbone for resnet18" in bad.stderr
     assert not (tmp_path / "bad" / "model.safetensors").exists()
-    # classify's default network (resnet10_w32) has none either: the message says how to get the one there is
-    default = subprocess.run([*cmd[:7], "--out", str(tmp_path / "bad2"), "--init", "ultrasound"],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert default.returncode != 0 and "resnet10_w32" in default.stderr and "--model" in default.stderr
-    assert not (tmp_path / "bad2").exists() or not (tmp_path / "bad2" / "model.safetensors").exists()
+    # classify's default network (resnet10_w32) starts from its own shipped file
+    default = subprocess.run([*cmd[:7], "--out", str(tmp_path / "rn10"), *cmd[11:]], capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert default.returncode == 0, default.stderr
+    card = json.loads((tmp_path / "rn10" / "model_card.json").read_text())
+    assert card["architecture"]["init"] == f"shipped:{shipped_backbone('resnet10_w32', 1).name}"

@@ -81,8 +81,9 @@ def train_cmd(
         None,
         "--init",
         "--pretrained",
-        help="Initial weights without --weights: none (random, the default), ultrasound (the backbone shipped in "
-        "the package; `sonokit models shipped`), auto (it where one fits the network, else random).",
+        help="Initial weights without --weights: none (random, the default), ultrasound (the network's backbone "
+        "shipped in the package: tinycnn, resnet10_w32; `sonokit models shipped`), auto (it where one fits the "
+        "network, else random).",
     ),
     size: int | None = typer.Option(None, "--size", min=8, help="Input side in pixels."),
     channels: int | None = typer.Option(None, "--channels", help="1 (grayscale) or 3."),

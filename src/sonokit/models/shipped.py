@@ -1,8 +1,8 @@
 """Backbones shipped inside the package: what `--init ultrasound|auto` starts from.
 
 Users of this field ask for trained weights more than for anything else, and nothing can be downloaded here, so
-the wheel carries a small ultrasound backbone (src/sonokit/weights, its card in MODEL_CARD.md and in the file's
-metadata). `--init` chooses the initial weights of a network that is not given `--weights`:
+the wheel carries small ultrasound backbones, one per default 2D network (src/sonokit/weights, cards in
+MODEL_CARD.md and in each file's metadata). `--init` chooses the initial weights of a network that is not given `--weights`:
     none         random weights (from scratch): the default
     ultrasound   the shipped backbone; an error when none fits
     auto         the shipped backbone when one fits the network (architecture and input channels), else random
@@ -25,7 +25,10 @@ from sonokit.errors import ModelError
 
 INIT_CHOICES = ("auto", "ultrasound", "none")
 # (architecture, input channels) -> file in sonokit/weights
-SHIPPED = {("tinycnn", 1): "ultrasound-tinycnn-1ch-v1.safetensors"}
+SHIPPED = {
+    ("tinycnn", 1): "ultrasound-tinycnn-1ch-v1.safetensors",
+    ("resnet10_w32", 1): "ultrasound-resnet10_w32-1ch-v1.safetensors",  # float16: 2.5 MB
+}
 CARD_KEY = "sonokit_pretrain"  # the metadata key of a backbone's card (`sonokit pretrain` writes it too)
 
 
