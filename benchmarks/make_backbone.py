@@ -58,7 +58,9 @@ DATA = [
 def main() -> None:
     from safetensors.torch import load_file, save
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="tinycnn", choices=sorted({m for m, _ in SHIPPED}))
     model = parser.parse_args().model
     run = PRETRAIN / ("sup-all" if model == "tinycnn" else f"sup-all-{model}")  # bench_pretrain.py's folders
