@@ -180,10 +180,11 @@ def test_train_help_shows_the_named_tasks_defaults(tmp_path) -> None:
     assert seen["lus"] != seen["ef"]  # two tasks, two sets of defaults
     assert "model two-stream, 30 epochs, lr 0.001, batch size 8, size 112 px" in texts["ef"]
     assert (
-        "model tinycnn, 12 epochs (at least 300 steps), lr 0.005, batch size 32, size 96 px" in texts["lus"]
+        "model resnet10_w32, 12 epochs (at least 300 steps), lr 0.005, batch size 32, size 96 px"
+        in texts["lus"]
     )
     # no task named (or a typo): every task's defaults, with a suggestion for the typo
     res = sonokit("train", "lsu", "--help", cwd=tmp_path)
     text = " ".join(res.stdout.split())
     assert res.returncode == 0 and "Unknown task 'lsu' (did you mean lus?)" in text
-    assert "lus: model tinycnn, 12 epochs" in text and "lv-seg: model unet" in text
+    assert "lus: model resnet10_w32, 12 epochs" in text and "lv-seg: model unet" in text

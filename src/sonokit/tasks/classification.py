@@ -583,7 +583,7 @@ class LUSTask(ClassificationTask):
         "severe frame). Not validated for any clinical purpose."
     )
     defaults = {
-        "model": "tinycnn",
+        "model": "resnet10_w32",  # whole-image receptive field, as classify (README)
         "size": 96,
         "epochs": 12,
         "min_steps": 300,
