@@ -1,8 +1,9 @@
 """Backbones shipped inside the package: what `--init ultrasound|auto` starts from.
 
 Users of this field ask for trained weights more than for anything else, and nothing can be downloaded here, so
-the wheel carries small ultrasound backbones, one per default 2D network (src/sonokit/weights, cards in
-MODEL_CARD.md and in each file's metadata). `--init` chooses the initial weights of a network that is not given `--weights`:
+the wheel carries small ultrasound backbones: resnet10_w32 (the 2D classifiers' default network) and tinycnn
+(src/sonokit/weights; cards in MODEL_CARD.md and in each file's metadata). `--init` chooses the initial weights of
+a network that is not given `--weights`:
     none         random weights (from scratch): the default
     ultrasound   the shipped backbone; an error when none fits
     auto         the shipped backbone when one fits the network (architecture and input channels), else random
