@@ -134,6 +134,12 @@ RECIPES: dict[str, Recipe] = {
         "resnet10_w32, the epoch kept by validation AUROC (smoother than macro-F1 on a small split)",
         {"model": "resnet10_w32", "monitor": "auroc"},
     ),
+    "rn10w32-bs16": Recipe(
+        "resnet10_w32, batch 16 (twice the optimizer steps)", {"model": "resnet10_w32", "batch_size": 16}
+    ),
+    "rn10w32-wd0.005": Recipe(
+        "resnet10_w32, weight decay 0.005 (it underfits)", {"model": "resnet10_w32", "weight_decay": 0.005}
+    ),
     "rn10w32-loss": Recipe(
         "resnet10_w32, the epoch kept by validation loss", {"model": "resnet10_w32", "monitor": "loss"}
     ),
