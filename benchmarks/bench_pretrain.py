@@ -92,6 +92,12 @@ PLAN = {
 }
 
 
+def run_folder(plan: str, supervised: bool, model: str = "tinycnn") -> Path:
+    """bench_data/pretrain/[sup-]<plan>[-<model>]: tinycnn's folders keep their names from before --model."""
+    name = f"sup-{plan}" if supervised else plan
+    return OUT / (name if model == "tinycnn" else f"{name}-{model}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,9 +126,8 @@ def main() -> None:
             not args.only and name in ("all", "without-busbra-toshiba")
         ):
             continue
-        name = f"sup-{name}" if supervised else name
-        name = name if args.model == "tinycnn" else f"{name}-{args.model}"
-        out = OUT / name
+        out = run_folder(name, supervised, args.model)
+        name = out.name
         table = OUT / f"{name}.csv"
         table.parent.mkdir(parents=True, exist_ok=True)
         if "sim-fetal" in parts and "sim-fetal" not in tables:

@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench_pretrain import run_folder  # noqa: E402
 from sonokit.models.shipped import CARD_KEY, SHIPPED  # noqa: E402
 from sonokit.utils.atomic import atomic_path  # noqa: E402
 
-PRETRAIN = ROOT / "bench_data" / "pretrain"
 WEIGHTS = ROOT / "src" / "sonokit" / "weights"
 
 DATA = [
@@ -63,7 +63,7 @@ def main() -> None:
     )
     parser.add_argument("--model", default="tinycnn", choices=sorted({m for m, _ in SHIPPED}))
     model = parser.parse_args().model
-    run = PRETRAIN / ("sup-all" if model == "tinycnn" else f"sup-all-{model}")  # bench_pretrain.py's folders
+    run = run_folder("all", supervised=True, model=model)
     dest = WEIGHTS / SHIPPED[(model, 1)]
     src = run / "backbone.safetensors"
     if not src.is_file():

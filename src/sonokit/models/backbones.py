@@ -117,7 +117,6 @@ def _small_resnet(in_chans: int, width: int, **kw: Any) -> nn.Module:
         num_classes=0,
         global_pool="",
         in_chans=in_chans,
-        stem_width=width,
         channels=(width, 2 * width, 4 * width, 8 * width),
         **kw,
     )

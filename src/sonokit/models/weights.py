@@ -24,13 +24,16 @@ _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 _STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file as a flat {name: tensor} dict on the CPU (prefixes not yet stripped).
-
-    A folder written by `sonokit pretrain` stands for its backbone.safetensors."""
+def weights_file(path: str | Path) -> Path:
+    """The file `path` names: a folder written by `sonokit pretrain` stands for its backbone.safetensors."""
     path = Path(path)
-    if path.is_dir() and (path / "backbone.safetensors").is_file():
-        path = path / "backbone.safetensors"
+    return path / "backbone.safetensors" if (path / "backbone.safetensors").is_file() else path
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (or `sonokit pretrain` folder) as a flat {name: tensor} dict on the CPU
+    (prefixes not yet stripped)."""
+    path = weights_file(path)
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
@@ -151,7 +154,7 @@ def _architecture_hint(path: Path) -> str:
     another default network is the likeliest way to get here."""
     from sonokit.models.shipped import backbone_card
 
-    file = path / "backbone.safetensors" if path.is_dir() else path
+    file = weights_file(path)
     if file.suffix != ".safetensors":
         return ""
     try:
