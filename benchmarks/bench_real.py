@@ -143,6 +143,28 @@ RECIPES: dict[str, Recipe] = {
     "rn10w32-loss": Recipe(
         "resnet10_w32, the epoch kept by validation loss", {"model": "resnet10_w32", "monitor": "loss"}
     ),
+    "rn10w32-noaug": Recipe(
+        "resnet10_w32 without any training augmentation (does it fit its training images?)",
+        {"model": "resnet10_w32", "augment": {"enabled": False}},
+    ),
+    "rn10w32-sgd": Recipe(
+        "resnet10_w32, SGD with Nesterov momentum, lr 0.05, L2 5e-4",
+        {"model": "resnet10_w32", "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0005},
+    ),
+    "rn10w32-mixup": Recipe(
+        "resnet10_w32 + mixup (alpha 0.2)", {"model": "resnet10_w32", "options": {"mixup": 0.2}}
+    ),
+    "rn10w32-mixup-e60": Recipe(
+        "resnet10_w32 + mixup (alpha 0.2), 60 epochs",
+        {"model": "resnet10_w32", "options": {"mixup": 0.2}, "epochs": 60},
+    ),
+    "rn10w32-mixup0.4": Recipe(
+        "resnet10_w32 + mixup (alpha 0.4)", {"model": "resnet10_w32", "options": {"mixup": 0.4}}
+    ),
+    "rn10w32-mixup-bs16": Recipe(
+        "resnet10_w32 + mixup (alpha 0.2), batch 16",
+        {"model": "resnet10_w32", "options": {"mixup": 0.2}, "batch_size": 16},
+    ),
     "rn10w32-e60": Recipe("resnet10_w32, input 96, 60 epochs", {"model": "resnet10_w32", "epochs": 60}),
     "rn10w16": Recipe(
         "resnet10_w16 (timm ResNet-10 layout, widths 16-128), input 96", {"model": "resnet10_w16"}

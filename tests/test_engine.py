@@ -357,3 +357,44 @@ def test_ema_validates_and_keeps_the_averaged_weights_and_resumes_exactly(tmp_pa
     val = pd.read_csv(tmp_path / "straight" / "log.csv").query("phase == 'val'").reset_index(drop=True)
     if int(val["metric"].idxmax()) == len(val) - 1:  # the last epoch was the best: kept = the final average
         torch.testing.assert_close(kept[weight], a["ema"][f"module.{weight}"])
+
+
+def test_sgd_is_nesterov_with_no_decay_on_biases_and_the_default_stays_adamw(table) -> None:
+    from sonokit.models import create
+    from sonokit.train.optim import build_optimizer
+
+    net = create("tinycnn", num_classes=3, in_chans=1)
+    sgd = build_optimizer(net, config(table, Path("unused"), optimizer="sgd", weight_decay=5e-4))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+    assert sorted(g["weight_decay"] for g in sgd.param_groups) == [0.0, 5e-4]
+    assert isinstance(build_optimizer(net, config(table, Path("unused"))), torch.optim.AdamW)
+    # unset, the option leaves the hash of runs trained before it existed alone; set, it changes it
+    plain, adamw = config(table, Path("unused")), config(table, Path("unused"), optimizer="adamw")
+    assert "optimizer" not in plain.semantic_dict() and plain.hash() != adamw.hash()
+
+
+@pytest.mark.slow
+def test_mixup_blends_training_batches_only_and_trains(tmp_path, table) -> None:
+    cfg = config(table, tmp_path / "run", model="tinycnn", options={"mixup": 0.4})
+    task = get_task("classify")(cfg)
+    task.setup_classes(task.read_index())
+    task.setup_loss(task.read_index(), torch.device("cpu"))
+    net = task.build_model()
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 32, 32)
+    batch = {"x": x.clone(), "y": torch.tensor([0, 1, 2, 0, 1, 2])}
+    net.eval()
+    evaluated = task.forward(net, batch)
+    assert "mixup" not in batch  # evaluation and prediction never blend
+    net.train()
+    mixed = task.forward(net, batch)
+    perm, lam = batch["mixup"]
+    assert 0.0 < lam < 1.0 and sorted(perm.tolist()) == list(range(6)) and perm.tolist() != list(range(6))
+    # the loss is the blend of the two labels' losses, not the loss of the image's own label
+    own = torch.nn.functional.cross_entropy(mixed, batch["y"], weight=torch.tensor(task.class_weights))
+    other = torch.nn.functional.cross_entropy(mixed, batch["y"][perm], weight=torch.tensor(task.class_weights))
+    torch.testing.assert_close(task.loss(mixed, batch), lam * own + (1 - lam) * other)
+    assert evaluated.shape == mixed.shape
+    run = train(cfg)
+    log = pd.read_csv(run / "log.csv")
+    assert np.isfinite(log["loss"]).all() and (run / "model.safetensors").is_file()

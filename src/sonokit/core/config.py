@@ -23,7 +23,7 @@ _NON_SEMANTIC = ("data", "out", "resume", "num_workers", "threads", "device")
 # is split by patient with the seed, as for a dataset without one. A string, not null: null keeps its old meaning.
 NO_SPLIT_COL = "none"
 # Fields added after runs were trained without them: hashed only when set, so those runs keep their hash.
-_HASHED_WHEN_SET = ("fold_col", "min_steps", "ema")
+_HASHED_WHEN_SET = ("fold_col", "min_steps", "ema", "optimizer")
 
 
 class TrainConfig(BaseModel):
@@ -78,6 +78,11 @@ class TrainConfig(BaseModel):
     eval_batch_size: int | None = Field(None, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
+    optimizer: Literal["adamw", "sgd"] | None = Field(
+        None,
+        description="adamw (unset: the default) or sgd (Nesterov momentum 0.9; weight_decay is then an L2 "
+        "penalty, typically 5e-4, and lr typically 10-50x AdamW's)",
+    )
     scheduler: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0.0, le=1.0)

@@ -45,6 +45,9 @@ class ClassificationOptions(TaskOptions):
     gradcam_samples: int = 0  # Grad-CAM overlays of this many test images in plots/
     # a table listing one file under two groups, splits or labels: "refuse" (an error) or "keep" (a warning)
     conflicting_rows: Literal["refuse", "keep"] = "refuse"
+    # training only: mixup (Zhang et al. 2018) with this Beta(alpha, alpha): each batch is blended with a shuffled
+    # copy of itself and the loss with both labels; null = off
+    mixup: float | None = Field(None, gt=0.0)
 
 
 class ClassificationTask(Task):
@@ -206,12 +209,24 @@ class ClassificationTask(Task):
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         mean, std = self.cfg.channel_stats()
-        return model(normalise_batch(batch["x"], mean, std))
+        x = normalise_batch(batch["x"], mean, std)
+        if model.training and self.opts.mixup and len(x) > 1:
+            # torch's global generator: the engine seeds it per run, so a mixed run repeats
+            alpha = torch.tensor(float(self.opts.mixup))
+            lam = float(torch.distributions.Beta(alpha, alpha).sample())
+            perm = torch.randperm(len(x), device=x.device)
+            x = lam * x + (1 - lam) * x[perm]
+            batch["mixup"] = (perm, lam)
+        return model(x)
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         if self._criterion is None:  # a loaded run: the training loss, from the task state
             self._criterion = self._make_criterion(outputs.device)
-        return self._criterion(outputs.float(), batch["y"].long())
+        y = batch["y"].long()
+        if "mixup" in batch:
+            perm, lam = batch["mixup"]
+            return lam * self._criterion(outputs.float(), y) + (1 - lam) * self._criterion(outputs.float(), y[perm])
+        return self._criterion(outputs.float(), y)
 
     def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
         return {

@@ -12,13 +12,17 @@ from sonokit.core.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases and normalisation parameters (1-D) get no weight decay."""
+    """AdamW, or SGD with Nesterov momentum (`optimizer: sgd`); biases and normalisation parameters (1-D) get no
+    weight decay."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, mode: str) -> Any:
