@@ -392,7 +392,9 @@ def test_mixup_blends_training_batches_only_and_trains(tmp_path, table) -> None:
     assert 0.0 < lam < 1.0 and sorted(perm.tolist()) == list(range(6)) and perm.tolist() != list(range(6))
     # the loss is the blend of the two labels' losses, not the loss of the image's own label
     own = torch.nn.functional.cross_entropy(mixed, batch["y"], weight=torch.tensor(task.class_weights))
-    other = torch.nn.functional.cross_entropy(mixed, batch["y"][perm], weight=torch.tensor(task.class_weights))
+    other = torch.nn.functional.cross_entropy(
+        mixed, batch["y"][perm], weight=torch.tensor(task.class_weights)
+    )
     torch.testing.assert_close(task.loss(mixed, batch), lam * own + (1 - lam) * other)
     assert evaluated.shape == mixed.shape
     run = train(cfg)

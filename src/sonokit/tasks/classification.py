@@ -225,7 +225,9 @@ class ClassificationTask(Task):
         y = batch["y"].long()
         if "mixup" in batch:
             perm, lam = batch["mixup"]
-            return lam * self._criterion(outputs.float(), y) + (1 - lam) * self._criterion(outputs.float(), y[perm])
+            return lam * self._criterion(outputs.float(), y) + (1 - lam) * self._criterion(
+                outputs.float(), y[perm]
+            )
         return self._criterion(outputs.float(), y)
 
     def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -571,7 +573,8 @@ class FetalPlaneTask(ClassificationTask):
         "lr": 0.005,
         "augment": {"hflip": True},
         "channels_last": True,
-        "options": {"gradcam_samples": 8},
+        # mixup: +0.058 / +0.067 accuracy on the real fetal-plane subset over two seeds (README)
+        "options": {"gradcam_samples": 8, "mixup": 0.4},
     }
 
     def read_index(self) -> pd.DataFrame:
