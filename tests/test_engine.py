@@ -386,10 +386,15 @@ def test_mixup_blends_training_batches_only_and_trains(tmp_path, table) -> None:
     net.eval()
     evaluated = task.forward(net, batch)
     assert "mixup" not in batch  # evaluation and prediction never blend
+    seen: list[torch.Tensor] = []
+    net.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
     net.train()
     mixed = task.forward(net, batch)
     perm, lam = batch["mixup"]
     assert 0.0 < lam < 1.0 and sorted(perm.tolist()) == list(range(6)) and perm.tolist() != list(range(6))
+    # what the network saw: the normalised batch blended with its shuffled copy
+    xn = (x - 0.5) / 0.25
+    torch.testing.assert_close(seen[-1], lam * xn + (1 - lam) * xn[perm])
     # the loss is the blend of the two labels' losses, not the loss of the image's own label
     own = torch.nn.functional.cross_entropy(mixed, batch["y"], weight=torch.tensor(task.class_weights))
     other = torch.nn.functional.cross_entropy(
