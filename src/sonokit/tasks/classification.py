@@ -222,13 +222,11 @@ class ClassificationTask(Task):
     def loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         if self._criterion is None:  # a loaded run: the training loss, from the task state
             self._criterion = self._make_criterion(outputs.device)
-        y = batch["y"].long()
+        logits, y = outputs.float(), batch["y"].long()
         if "mixup" in batch:
             perm, lam = batch["mixup"]
-            return lam * self._criterion(outputs.float(), y) + (1 - lam) * self._criterion(
-                outputs.float(), y[perm]
-            )
-        return self._criterion(outputs.float(), y)
+            return lam * self._criterion(logits, y) + (1 - lam) * self._criterion(logits, y[perm])
+        return self._criterion(logits, y)
 
     def collect(self, outputs: torch.Tensor, batch: dict[str, Any]) -> dict[str, np.ndarray]:
         return {
